@@ -1,0 +1,25 @@
+# make test / make demo create the virtualenv on first use.
+# PYTHON picks the interpreter (e.g. PYTHON=python3.13 VENV=.venv-3.13).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: test demo install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: install
+	$(PY) manage.py envoy_demo $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,0 +1,197 @@
+"""``ToolAgent``: a model that calls tools, written as an ordinary StateFlow.
+
+The loop is two states, so that a durable job checkpoints between them::
+
+    Plan ──(tool calls)──▶ ToolCall ──▶ Plan ... Plan ──(answer)──▶ end
+
+``Plan`` makes exactly one model call; ``ToolCall`` runs one turn's batch of
+tool calls. Because the scheduler saves the context after every phase, a
+worker that dies after a tool ran resumes at the next model call (the tool
+does not run again), and a resumed job never repeats a model call that was
+already saved. The whole conversation lives in ``ctx`` data as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from envoy_django.exceptions import FlowDefinitionError, FlowError
+from envoy_django.flow import Context, StateFlow
+from envoy_django.agents.tools import Tool, normalize_tools
+from envoy_django.llm.base import LlmProvider
+
+PLAN = "Plan"
+TOOL_CALL = "ToolCall"
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+class ToolAgent(StateFlow):
+    """An LLM agent with tools; run it in-process or register it as a durable job.
+
+    ``agent.run("What is 2 + 2?").output()`` is the model's final answer (its
+    first reply without tool calls). Data kept in the context:
+
+    - ``messages``: the conversation, in Chat Completions shape;
+    - ``usage``: ``{"prompt_tokens", "completion_tokens", "total_tokens", "calls"}``
+      summed over every model call;
+    - ``pending_tool_calls``: the calls ``ToolCall`` is about to run.
+
+    ``max_steps`` is the flow's own limit and counts flow steps: each model
+    call and each batch of tool calls is one, so ``max_steps=10`` allows at
+    most five model calls; past it the job ends with ``done() == "max_steps"``.
+
+    Tools with ``requires_approval`` escalate to their ``approver`` (or the
+    agent's ``approver``) before they run; that needs a durable job, since
+    ``run()`` cannot wait for a person.
+    """
+
+    def __init__(
+        self,
+        provider: LlmProvider,
+        tools: Iterable[dict[str, Any] | Tool] | None = None,
+        *,
+        max_steps: int = 10,
+        system_prompt: str | None = None,
+        approver: str | None = None,
+        model_options: dict[str, Any] | None = None,
+        plugins: Iterable[Any] = (),
+    ) -> None:
+        if not callable(getattr(provider, "generate", None)):
+            raise FlowDefinitionError(f"ToolAgent needs a provider with a generate() method, got {type(provider).__name__}")
+        self.provider = provider
+        self.tools: dict[str, Tool] = normalize_tools(tools, approver)
+        self.system_prompt = system_prompt
+        self.approver = approver
+        self.model_options = dict(model_options or {})
+        needs_approval = any(tool.requires_approval for tool in self.tools.values())
+        super().__init__(
+            [
+                {
+                    "name": PLAN,
+                    "on_state": self._plan,
+                    "router": {"routes": {TOOL_CALL: "the model called tools"}, "on_route": self._route_plan},
+                },
+                {
+                    "name": TOOL_CALL,
+                    # Only agents with approval tools pay for the extra phase.
+                    "on_enter": self._ask_approvals if needs_approval else None,
+                    "on_state": self._run_tools,
+                    "router": {"next": PLAN},
+                },
+            ],
+            max_steps=max_steps,
+            plugins=plugins,
+        )
+
+    # --- Plan: one model call ------------------------------------------------
+
+    def _initial_messages(self, question: Any) -> list[dict[str, Any]]:
+        if isinstance(question, str):
+            messages = [{"role": "user", "content": question}]
+        elif isinstance(question, list) and question and all(isinstance(m, dict) and "role" in m for m in question):
+            messages = list(question)
+        else:
+            raise FlowError(
+                "ToolAgent input must be a question (a string) or a list of chat messages "
+                f"({{'role', 'content'}} dicts), got {str(question)[:80]!r}"
+            )
+        if self.system_prompt and messages[0].get("role") != "system":
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def _plan(self, ctx: Context) -> Context:
+        messages = ctx.get("messages")
+        if messages is None:
+            messages = self._initial_messages(ctx.input())
+        specs = [tool.spec() for tool in self.tools.values()]
+        response = self.provider.generate(messages, tools=specs or None, **self.model_options)
+        calls = [dict(call) for call in response.tool_calls or []]
+        for index, call in enumerate(calls):  # some providers leave ids out; tool messages need them
+            call.setdefault("id", f"call_{ctx.step()}_{index}")
+        assistant: dict[str, Any] = {"role": "assistant", "content": response.text}
+        if calls:
+            assistant["tool_calls"] = [
+                {"id": c["id"], "type": "function",
+                 "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments") or {})}}
+                for c in calls
+            ]
+        ctx.set("messages", [*messages, assistant])
+        ctx.set("pending_tool_calls", calls)
+        usage = ctx.get("usage") or {key: 0 for key in (*USAGE_KEYS, "calls")}
+        for key in USAGE_KEYS:
+            usage[key] += int((response.usage or {}).get(key) or 0)
+        usage["calls"] += 1
+        ctx.set("usage", usage)
+        if not calls:
+            ctx.output(response.text or "")
+        return ctx
+
+    def _route_plan(self, ctx: Context) -> str | None:
+        return TOOL_CALL if ctx.get("pending_tool_calls") else None
+
+    # --- ToolCall: one batch of tool calls -------------------------------------
+
+    def _ask_approvals(self, ctx: Context) -> Context:
+        """Escalate every call that needs a person's yes; the phase blocks until they answer.
+
+        The wait ids go in ``$approvals``, which the engine drops when the
+        state routes on, so they never leak into the next batch.
+        """
+        approvals: dict[str, str] = {}
+        for call in ctx.get("pending_tool_calls") or []:
+            tool = self.tools.get(call["name"])
+            if tool is None or not tool.requires_approval or call.get("error"):
+                continue
+            arguments = json.dumps(call.get("arguments") or {}, indent=2, sort_keys=True)
+            approvals[call["id"]] = ctx.escalate(
+                tool.approver or "",
+                f"The agent wants to run the tool {tool.name!r} with these arguments:\n{arguments}",
+                inputs=[
+                    {"id": "approve", "type": "approve", "label": f"Run {tool.name}"},
+                    {"id": "comment", "type": "comment", "label": "Comment"},
+                ],
+                on_reject="continue",
+            )
+        ctx.set("$approvals", approvals)
+        return ctx
+
+    def _run_tools(self, ctx: Context) -> Context:
+        """Run the batch in the model's order and answer every call with a ``tool`` message.
+
+        Calls run one after another in this worker thread, not in threads of
+        their own: handlers may use the Django ORM (connections are per
+        thread) and may touch ``ctx``. Failures are answers too - the model
+        reads the error and can correct itself - so they never fail the job.
+        """
+        approvals = ctx.get("$approvals") or {}
+        replies = []
+        for call in ctx.get("pending_tool_calls") or []:
+            content = self._answer(ctx, call, approvals.get(call["id"]))
+            replies.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+        ctx.set("messages", [*(ctx.get("messages") or []), *replies])
+        ctx.set("pending_tool_calls", [])
+        return ctx
+
+    def _answer(self, ctx: Context, call: dict[str, Any], wait_id: str | None) -> str:
+        name = call["name"]
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join(self.tools) or "none"
+            return f"Error: unknown tool {name!r}. Available tools: {known}."
+        if call.get("error"):
+            return f"Error: could not call {name!r}: {call['error']}"
+        if wait_id is not None:
+            result = ctx.result(wait_id)
+            if result is None:
+                raise FlowError(f"tool {name!r} still waits for approval {wait_id!r}")
+            if result["status"] != "approved":
+                comment = str((result.get("value") or {}).get("comment") or "").strip()
+                if result["status"] == "rejected":
+                    return f"Rejected by reviewer: {comment}" if comment else "Rejected by reviewer."
+                return f"Not run: the approval ended as {result['status']}."
+        try:
+            value = tool.handler(dict(call.get("arguments") or {}), ctx)
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        except Exception as exc:  # fed back to the model, see _run_tools
+            return f"Error: tool {name!r} raised {type(exc).__name__}: {exc}"

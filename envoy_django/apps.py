@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+from django.utils.module_loading import autodiscover_modules
+
+
+class EnvoyConfig(AppConfig):
+    name = "envoy_django"
+    verbose_name = "Envoy workflows"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from envoy_django import checks, conf  # noqa: F401  (registers checks and the settings reset)
+
+        autodiscover_modules("flows")

@@ -1,0 +1,54 @@
+"""System checks for ENVOY settings (``manage.py check``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core import checks
+
+from envoy_django.conf import DEFAULTS, NUMERIC_KEYS
+
+
+@checks.register()
+def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    errors: list[checks.CheckMessage] = []
+    user = getattr(settings, "ENVOY", None) or {}
+    if not isinstance(user, dict):
+        return [checks.Error("ENVOY must be a dict.", hint="ENVOY = {'EXECUTION': 'rq', ...}", id="envoy_django.E001")]
+    for key in user:
+        if key not in DEFAULTS:
+            errors.append(checks.Error(
+                f"Unknown ENVOY setting {key!r}.",
+                hint=f"Known settings: {', '.join(DEFAULTS)}.",
+                id="envoy_django.E002",
+            ))
+    for key in NUMERIC_KEYS:
+        value = user.get(key, DEFAULTS[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            errors.append(checks.Error(
+                f"ENVOY[{key!r}] must be a non-negative number, got {value!r}.",
+                hint=f"The default is {DEFAULTS[key]!r}.",
+                id="envoy_django.E003",
+            ))
+    execution = user.get("EXECUTION", DEFAULTS["EXECUTION"])
+    if execution not in ("rq", "immediate"):
+        errors.append(checks.Error(
+            f"ENVOY['EXECUTION'] must be 'rq' or 'immediate', got {execution!r}.",
+            hint="'immediate' runs jobs in the calling process; 'rq' needs envoy_worker processes.",
+            id="envoy_django.E004",
+        ))
+    queue = user.get("QUEUE", DEFAULTS["QUEUE"])
+    if execution == "rq" and queue not in (getattr(settings, "RQ_QUEUES", None) or {}):
+        errors.append(checks.Error(
+            f"ENVOY['EXECUTION'] is 'rq' but RQ_QUEUES has no queue named {queue!r}.",
+            hint=f"Add RQ_QUEUES = {{{queue!r}: {{'URL': 'redis://localhost:6379/0'}}}} or set ENVOY['QUEUE'].",
+            id="envoy_django.E005",
+        ))
+    if execution == "rq" and "django_rq" not in settings.INSTALLED_APPS:
+        errors.append(checks.Error(
+            "ENVOY['EXECUTION'] is 'rq' but 'django_rq' is not in INSTALLED_APPS.",
+            hint="INSTALLED_APPS += ['django_rq'].",
+            id="envoy_django.E006",
+        ))
+    return errors

@@ -1,0 +1,68 @@
+"""The ``ENVOY`` settings dict, with documented defaults.
+
+Read lazily and rebuilt on ``setting_changed``, so ``override_settings``
+works and nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
+
+DEFAULTS: dict[str, Any] = {
+    # "immediate": run jobs in the calling process after commit (no Redis);
+    # "rq": enqueue job ids on the django-rq queue QUEUE for envoy_worker.
+    "EXECUTION": "immediate",
+    "QUEUE": "envoy",
+    # A failing phase runs at most 1 + MAX_RETRIES times.
+    "MAX_RETRIES": 3,
+    # Backoff before retry n (0-based): RETRY_BACKOFF * 2**n seconds, capped, with jitter.
+    "RETRY_BACKOFF": 1.0,
+    "RETRY_BACKOFF_MAX": 300.0,
+    # A running job's lease; renewed by a heartbeat every LEASE_SECONDS / 3.
+    "LEASE_SECONDS": 30.0,
+    # How often each envoy_worker runs the recovery sweep.
+    "SWEEP_INTERVAL": 10.0,
+    # Largest input, output, data or reply accepted, in bytes of JSON.
+    "MAX_PAYLOAD_BYTES": 1024 * 1024,
+}
+
+NUMERIC_KEYS = ("MAX_RETRIES", "RETRY_BACKOFF", "RETRY_BACKOFF_MAX", "LEASE_SECONDS", "SWEEP_INTERVAL", "MAX_PAYLOAD_BYTES")
+
+
+class EnvoySettings:
+    """``envoy_settings.LEASE_SECONDS`` and so on; an unknown key is an AttributeError."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] | None = None
+
+    @property
+    def user_settings(self) -> dict[str, Any]:
+        return dict(getattr(django_settings, "ENVOY", None) or {})
+
+    def _merged(self) -> dict[str, Any]:
+        if self._cache is None:
+            merged = dict(DEFAULTS)
+            merged.update({k: v for k, v in self.user_settings.items() if k in DEFAULTS})
+            self._cache = merged
+        return self._cache
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_") or key not in DEFAULTS:
+            raise AttributeError(f"unknown ENVOY setting {key!r} (known: {', '.join(DEFAULTS)})")
+        return self._merged()[key]
+
+    def reload(self) -> None:
+        self._cache = None
+
+
+envoy_settings = EnvoySettings()
+
+
+@receiver(setting_changed)
+def _reload(setting: str, **kwargs: Any) -> None:
+    if setting in ("ENVOY", "RQ_QUEUES"):
+        envoy_settings.reload()

@@ -1,0 +1,97 @@
+"""Every error envoy-django raises, in one namespace.
+
+Pure Python: the flow engine imports this module, so it must not import Django.
+Each message names the job, state, wait or field at fault; the docstring of a
+class is the message used when none is given.
+"""
+
+from __future__ import annotations
+
+
+class EnvoyError(Exception):
+    """An envoy-django operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+# --- flow definition and execution (raised by the pure engine) -------------
+
+
+class FlowDefinitionError(EnvoyError, ValueError):
+    """The flow definition is invalid."""
+
+
+class FlowError(EnvoyError):
+    """The flow engine stopped on an error that running again cannot fix.
+
+    Unknown routes, a handler returning something other than the context,
+    values that are not JSON, a wait inside ``run()``. The scheduler fails the
+    job at once instead of retrying.
+    """
+
+
+class PayloadError(FlowError, TypeError):
+    """A value in the context is not JSON-serializable."""
+
+
+class WaitInRunError(FlowError):
+    """A state waited, spawned or escalated inside ``run()``."""
+
+
+class HandlerError(EnvoyError):
+    """A handler raised; the scheduler retries the phase.
+
+    The original exception is ``__cause__`` and ``original``.
+    """
+
+    def __init__(self, state: str, handler: str, original: BaseException) -> None:
+        self.state = state
+        self.handler = handler
+        self.original = original
+        super().__init__(
+            f"{handler} of state {state!r} raised {type(original).__name__}: {original}"
+        )
+
+
+# --- scheduler ---------------------------------------------------------------
+
+
+class NotReadyError(EnvoyError):
+    """envoy-django was used before Django's app registry was ready."""
+
+
+class UnknownFlowError(EnvoyError, LookupError):
+    """No flow is registered under that name."""
+
+
+class JobNotFoundError(EnvoyError, LookupError):
+    """No job has that id."""
+
+
+class WaitNotFoundError(EnvoyError, LookupError):
+    """The job has no wait with that id."""
+
+
+class JobStateError(EnvoyError):
+    """The job or wait is not in a state that allows this operation."""
+
+
+class EscalationNotFoundError(EnvoyError, LookupError):
+    """No escalation has that id."""
+
+
+class EscalationError(EnvoyError, ValueError):
+    """The escalation or the reply to it is invalid."""
+
+
+class EscalationAlreadyRepliedError(EscalationError):
+    """The escalation was already answered."""
+
+
+class PayloadTooLargeError(EnvoyError, ValueError):
+    """A payload is larger than ENVOY['MAX_PAYLOAD_BYTES']."""
+
+
+class LeaseLostError(EnvoyError):
+    """Another worker or an operator took the job while this worker ran it."""

@@ -1,0 +1,339 @@
+"""The ``ctx`` object handed to every handler, and its JSON form.
+
+A context is plain JSON data behind methods, so that the scheduler can store
+it in one column after each phase and rebuild it exactly on another machine.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any, Iterable
+
+from envoy_django.exceptions import (
+    EscalationError,
+    FlowError,
+    PayloadError,
+    WaitNotFoundError,
+)
+
+FORMAT_VERSION = 1
+PHASES = ("enter", "state", "exit", "route")
+DONE_VALUES = (None, "finished", "error", "cancelled", "max_steps")
+WAIT_TYPES = ("event", "spawn", "escalation")
+# Terminal statuses a wait can reach (see ARCHITECTURE.md, "Wait ids").
+WAIT_STATUSES = ("resolved", "done", "failed", "cancelled", "approved", "rejected", "timeout")
+ESCALATION_INPUT_TYPES = ("select", "comment", "approve")
+ON_REJECT = ("fail", "continue")
+
+_MISSING: Any = object()
+
+
+def find_non_json(value: Any, path: str) -> str | None:
+    """Return the path of the first value JSON cannot carry losslessly, or None.
+
+    Tuples, sets, NaN and non-string keys are refused rather than coerced,
+    because a checkpoint must read back exactly as it was written.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    if isinstance(value, int):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} ({value!r} is not finite)"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_non_json(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{path} (key {key!r} is not a string)"
+            found = find_non_json(item, f"{path}.{key}" if path else key)
+            if found:
+                return found
+        return None
+    return f"{path} ({type(value).__name__} is not JSON)"
+
+
+def ensure_json(value: Any, path: str, where: str) -> None:
+    """Raise PayloadError naming ``where`` and the offending key."""
+    found = find_non_json(value, path)
+    if found:
+        raise PayloadError(f"{where}: {found}")
+
+
+def _copy_json(value: Any) -> Any:
+    """Deep-copy JSON data; faster than copy.deepcopy for plain trees."""
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    return value
+
+
+def new_wait_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:16]}"
+
+
+class Context:
+    """What a handler reads and changes: input, output, data, waits, progress.
+
+    Handlers receive a copy and return the context to continue with; the
+    flow keeps the caller's context untouched if a handler raises.
+    """
+
+    __slots__ = ("_s", "last_phase")
+
+    def __init__(self, state: str, input: Any = None) -> None:
+        self._s: dict[str, Any] = {
+            "version": FORMAT_VERSION,
+            "state": state,
+            "phase": "enter",
+            "step": 1,
+            "input": input,
+            "output": None,
+            "data": {},
+            "done": None,
+            "error": None,
+            "waits": {},
+            "progress": None,
+        }
+        # (state, phase, step) of the handler phase the last flow.step() ran;
+        # not serialized: the scheduler reads it to label the history row.
+        self.last_phase: tuple[str, str, int] | None = None
+
+    # --- reading and writing values ----------------------------------------
+
+    def input(self) -> Any:
+        return self._s["input"]
+
+    def output(self, value: Any = _MISSING) -> Any:
+        """Without an argument, the output; with one, set it."""
+        if value is _MISSING:
+            return self._s["output"]
+        self._s["output"] = value
+        return value
+
+    def set(self, key: str, value: Any) -> None:
+        """Store data that persists across states; dotted keys nest."""
+        parts = _split_key(key)
+        node = self._s["data"]
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[parts[-1]] = value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        node: Any = self._s["data"]
+        for part in _split_key(key):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def data(self) -> dict[str, Any]:
+        """A copy of all stored data."""
+        return _copy_json(self._s["data"])
+
+    def state(self) -> str:
+        return self._s["state"]
+
+    def phase(self) -> str:
+        """The phase the flow runs next: enter, state, exit or route."""
+        return self._s["phase"]
+
+    def step(self) -> int:
+        return self._s["step"]
+
+    def done(self) -> str | None:
+        """None while running, else finished, error, cancelled or max_steps."""
+        return self._s["done"]
+
+    def error(self, message: Any = _MISSING) -> str | None:
+        """With a message, end the flow as failed; without, the error message."""
+        if message is _MISSING:
+            return self._s["error"]
+        self._s["error"] = str(message)
+        self._s["done"] = "error"
+        return self._s["error"]
+
+    def progress(self, fraction: Any = _MISSING, message: str | None = None) -> dict | None:
+        """Report progress (0..1) for the admin; without arguments, read it."""
+        if fraction is _MISSING:
+            return self._s["progress"]
+        fraction = float(fraction)
+        if not 0.0 <= fraction <= 1.0:
+            raise FlowError(f"progress in state {self.state()!r} must be between 0 and 1, got {fraction}")
+        self._s["progress"] = {"fraction": fraction, "message": message}
+        return self._s["progress"]
+
+    # --- waits ---------------------------------------------------------------
+
+    def spawn(self, flow_name: str, input: Any = None) -> str:
+        """Start a child job of ``flow_name``; the flow blocks until it ends."""
+        if not isinstance(flow_name, str) or not flow_name:
+            raise FlowError(f"spawn in state {self.state()!r}: flow name must be a non-empty string")
+        wait_id = new_wait_id("spawn")
+        self._add_wait(wait_id, "spawn", {"flow": flow_name, "input": input}, None)
+        return wait_id
+
+    def wait_for(self, items: str | dict | Iterable[str | dict], timeout: float | None = None) -> list[str]:
+        """Block until outside events resolve each wait id (or ``timeout`` seconds pass)."""
+        if isinstance(items, (str, dict)):
+            items = [items]
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise FlowError(f"wait_for in state {self.state()!r}: timeout must be a positive number of seconds")
+        ids = []
+        for item in items:
+            if isinstance(item, str):
+                wait_id, kind, params = item, "event", {}
+            elif isinstance(item, dict) and isinstance(item.get("id"), str):
+                wait_id, kind, params = item["id"], item.get("type", "event"), item.get("params") or {}
+            else:
+                raise FlowError(
+                    f"wait_for in state {self.state()!r}: each item must be an id string "
+                    f"or a dict with an 'id', got {item!r}"
+                )
+            if kind != "event":
+                raise FlowError(
+                    f"wait_for in state {self.state()!r}: wait {wait_id!r} has type {kind!r}; "
+                    "use ctx.spawn() or ctx.escalate() for those"
+                )
+            self._add_wait(wait_id, "event", params, timeout)
+            ids.append(wait_id)
+        return ids
+
+    def escalate(self, user: str, message: str, inputs: list[dict] | None = None, on_reject: str = "fail") -> str:
+        """Ask a person (a username) to approve or reject, with form inputs."""
+        state = self.state()
+        if not isinstance(user, str) or not user:
+            raise EscalationError(f"escalate in state {state!r}: user must be a username")
+        if on_reject not in ON_REJECT:
+            raise EscalationError(f"escalate in state {state!r}: on_reject must be 'fail' or 'continue', got {on_reject!r}")
+        inputs = validate_escalation_inputs(inputs or [], f"escalate in state {state!r}")
+        wait_id = new_wait_id("escalation")
+        params = {"user": user, "message": str(message), "inputs": inputs, "on_reject": on_reject}
+        self._add_wait(wait_id, "escalation", params, None)
+        return wait_id
+
+    def waiting(self) -> list[str]:
+        """Ids of the waits not yet resolved."""
+        return [w["id"] for w in self._s["waits"].values() if w["status"] == "pending"]
+
+    def result(self, wait_id: str) -> dict | None:
+        """``{"status", "value", "error"}`` once resolved; None while pending."""
+        wait = self._wait(wait_id)
+        if wait["status"] == "pending":
+            return None
+        return {"status": wait["status"], "value": _copy_json(wait["value"]), "error": wait["error"]}
+
+    def waits(self) -> list[dict]:
+        """Every wait this flow raised, with type, params and status."""
+        return _copy_json(list(self._s["waits"].values()))
+
+    def resolve(self, wait_id: str, status: str, value: Any = None, error: str | None = None) -> None:
+        """Record a wait's outcome; called by the scheduler, not by handlers."""
+        if status not in WAIT_STATUSES:
+            raise FlowError(f"wait {wait_id!r}: unknown status {status!r}")
+        wait = self._wait(wait_id)
+        wait.update(status=status, value=value, error=error)
+
+    def _wait(self, wait_id: str) -> dict:
+        try:
+            return self._s["waits"][wait_id]
+        except KeyError:
+            raise WaitNotFoundError(f"state {self.state()!r} has no wait {wait_id!r}") from None
+
+    def _add_wait(self, wait_id: str, kind: str, params: dict, timeout: float | None) -> None:
+        existing = self._s["waits"].get(wait_id)
+        if existing and existing["status"] == "pending":
+            raise FlowError(f"state {self.state()!r} already waits for {wait_id!r}")
+        self._s["waits"][wait_id] = {
+            "id": wait_id,
+            "type": kind,
+            "params": params,
+            "timeout": timeout,
+            "status": "pending",
+            "value": None,
+            "error": None,
+            "step": self.step(),
+            "state": self.state(),
+        }
+
+    # --- serialization -------------------------------------------------------
+
+    def serialize(self) -> dict[str, Any]:
+        """A JSON-ready copy of everything the flow needs to resume."""
+        return _copy_json(self._s)
+
+    @classmethod
+    def from_serialized(cls, data: dict[str, Any]) -> "Context":
+        if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
+            raise FlowError(f"not a serialized envoy context (version {FORMAT_VERSION}): {str(data)[:80]!r}")
+        missing = {"state", "phase", "step", "input", "output", "data", "done", "error", "waits"} - data.keys()
+        if missing:
+            raise FlowError(f"serialized context lacks {sorted(missing)}")
+        ctx = cls.__new__(cls)
+        ctx._s = _copy_json(data)
+        ctx._s.setdefault("progress", None)
+        ctx.last_phase = None
+        return ctx
+
+    def copy(self) -> "Context":
+        ctx = Context.__new__(Context)
+        ctx._s = _copy_json(self._s)
+        ctx.last_phase = self.last_phase
+        return ctx
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Context) and other._s == self._s
+
+    def __repr__(self) -> str:
+        return f"<Context state={self.state()!r} phase={self.phase()!r} step={self.step()} done={self.done()!r}>"
+
+
+def _split_key(key: str) -> list[str]:
+    if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
+        raise FlowError(f"data key must be a non-empty dotted string, got {key!r}")
+    return key.split(".")
+
+
+def validate_escalation_inputs(inputs: Any, where: str) -> list[dict]:
+    """Check escalation inputs; the admin builds its form from them.
+
+    ``select`` options may be a dict (value -> label) or a list of values;
+    they are stored as a dict so the form and the reply check agree.
+    """
+    if not isinstance(inputs, list):
+        raise EscalationError(f"{where}: inputs must be a list of dicts")
+    seen: set[str] = set()
+    cleaned = []
+    for index, spec in enumerate(inputs):
+        if not isinstance(spec, dict) or not isinstance(spec.get("id"), str) or not spec["id"]:
+            raise EscalationError(f"{where}: input {index} needs a string 'id'")
+        input_id = spec["id"]
+        kind = spec.get("type")
+        if kind not in ESCALATION_INPUT_TYPES:
+            raise EscalationError(
+                f"{where}: input {input_id!r} has unknown type {kind!r} "
+                f"(expected one of {', '.join(ESCALATION_INPUT_TYPES)})"
+            )
+        if input_id in seen:
+            raise EscalationError(f"{where}: input id {input_id!r} is used twice")
+        seen.add(input_id)
+        item = {"id": input_id, "type": kind, "label": str(spec.get("label") or input_id),
+                "required": bool(spec.get("required", kind == "select"))}
+        if kind == "select":
+            options = spec.get("options")
+            if isinstance(options, list):
+                options = {str(o): str(o) for o in options}
+            if not isinstance(options, dict) or not options:
+                raise EscalationError(f"{where}: select input {input_id!r} needs non-empty 'options'")
+            item["options"] = {str(k): str(v) for k, v in options.items()}
+        cleaned.append(item)
+    return cleaned

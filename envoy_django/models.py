@@ -1,0 +1,206 @@
+"""Jobs, their state history, their waits and their escalations.
+
+PostgreSQL is the source of truth: a job can always be resumed from its row
+(``context`` is the checkpoint) and its ``Wait`` rows, whatever Redis lost.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class JobStatus(models.TextChoices):
+    """The original Envoy's job statuses."""
+
+    PENDING = "pending", "pending"
+    RUNNING = "running", "running"
+    BLOCKING = "blocking", "blocking"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+
+
+FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class WaitType(models.TextChoices):
+    EVENT = "event", "outside event"
+    SPAWN = "spawn", "child job"
+    ESCALATION = "escalation", "escalation"
+
+
+class WaitStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    RESOLVED = "resolved", "resolved"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+    CANCELLED = "cancelled", "cancelled"
+    APPROVED = "approved", "approved"
+    REJECTED = "rejected", "rejected"
+    TIMEOUT = "timeout", "timeout"
+
+
+class EscalationStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    APPROVED = "approved", "approved"
+    REJECTED = "rejected", "rejected"
+    CANCELLED = "cancelled", "cancelled"
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    flow = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    state = models.CharField(max_length=200, blank=True, help_text="The state the job is in or will run next.")
+    step = models.PositiveIntegerField(default=1)
+    max_steps = models.PositiveIntegerField(default=25)
+    context = models.JSONField(default=dict, help_text="The checkpoint: the serialized flow context.")
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    error_type = models.CharField(max_length=200, blank=True)
+    traceback = models.TextField(blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent_wait_id = models.CharField(max_length=100, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts of the current phase.")
+    progress = models.FloatField(null=True, blank=True)
+    progress_message = models.CharField(max_length=500, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    run_after = models.DateTimeField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    rq_job_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="envoy_job_created"),
+            models.Index(fields=["status", "-created_at"], name="envoy_job_status_created"),
+            models.Index(fields=["flow", "-created_at"], name="envoy_job_flow_created"),
+            models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="envoy_job_running_lease"),
+            models.Index(fields=["run_after"], condition=Q(status="pending"), name="envoy_job_pending_due"),
+            models.Index(fields=["updated_at"], condition=Q(status="blocking"), name="envoy_job_blocking"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.flow} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self):
+        if not self.started_at:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class Step(models.Model):
+    """One executed phase: the job's history, in commit order by ``pk``.
+
+    A successful (job, number, phase) is unique: the database itself refuses a
+    transition committed twice.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps")
+    number = models.PositiveIntegerField(help_text="ctx.step() when the phase ran.")
+    state = models.CharField(max_length=200)
+    phase = models.CharField(max_length=16)
+    next_state = models.CharField(max_length=200, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["job", "id"]
+        indexes = [models.Index(fields=["job", "id"], name="envoy_step_job")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "number", "phase"], condition=Q(error=""), name="envoy_step_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.state}.{self.phase} #{self.number}"
+
+    @property
+    def duration(self):
+        return self.finished_at - self.started_at
+
+
+class Wait(models.Model):
+    """Something a blocking job waits for: a child, an outside event or a person."""
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="waits")
+    wait_id = models.CharField(max_length=100)
+    type = models.CharField(max_length=16, choices=WaitType.choices)
+    status = models.CharField(max_length=16, choices=WaitStatus.choices, default=WaitStatus.PENDING)
+    params = models.JSONField(default=dict, blank=True)
+    value = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    child = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "id"]
+        constraints = [models.UniqueConstraint(fields=["job", "wait_id"], name="envoy_wait_unique")]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(status="pending"), name="envoy_wait_expiry"),
+            models.Index(fields=["job", "status"], name="envoy_wait_job_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.wait_id} ({self.status})"
+
+    def as_result(self) -> dict:
+        return {"status": self.status, "value": self.value, "error": self.error or None}
+
+
+class Escalation(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="escalations")
+    wait_id = models.CharField(max_length=100)
+    user = models.CharField(max_length=150, help_text="Username of the person asked.")
+    message = models.TextField()
+    inputs = models.JSONField(default=list, blank=True)
+    on_reject = models.CharField(max_length=16, default="fail")
+    status = models.CharField(max_length=16, choices=EscalationStatus.choices, default=EscalationStatus.PENDING)
+    response = models.JSONField(null=True, blank=True)
+    replied_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    replied_by_username = models.CharField(max_length=150, blank=True)
+    replied_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("reply_escalation", "Can approve or reject escalations")]
+        indexes = [
+            models.Index(fields=["status", "user", "-created_at"], name="envoy_esc_status_user"),
+            models.Index(fields=["status", "-created_at"], name="envoy_esc_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"escalation to {self.user} ({self.status})"

@@ -1,0 +1,59 @@
+"""Flow names to flows: what ``scheduler.schedule(name)`` and workers look up.
+
+``register()`` usually runs in an app's ``flows.py``, which the app config
+imports at start-up (like ``admin.py``), so every process - web or worker -
+knows the same names.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from envoy_django.exceptions import NotReadyError, UnknownFlowError
+
+if TYPE_CHECKING:
+    from envoy_django.flow import StateFlow
+
+_flows: dict[str, "StateFlow"] = {}
+
+
+def register(name: str, flow: "StateFlow", *, replace: bool = False) -> "StateFlow":
+    """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``."""
+    from envoy_django.flow import StateFlow
+
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValueError(f"flow name must be a non-empty string of at most 200 characters, got {name!r}")
+    if not isinstance(flow, StateFlow):
+        raise TypeError(f"register({name!r}, ...) needs a StateFlow, got {type(flow).__name__}")
+    if name in _flows and _flows[name] is not flow and not replace:
+        raise ValueError(f"a different flow is already registered as {name!r}; pass replace=True to swap it")
+    _flows[name] = flow
+    return flow
+
+
+def unregister(name: str) -> None:
+    _flows.pop(name, None)
+
+
+def get_flow(name: str) -> "StateFlow":
+    try:
+        return _flows[name]
+    except KeyError:
+        pass
+    _require_ready()
+    known = ", ".join(sorted(_flows)) or "none"
+    raise UnknownFlowError(f"no flow is registered as {name!r} (registered: {known})")
+
+
+def registered() -> dict[str, "StateFlow"]:
+    return dict(_flows)
+
+
+def _require_ready() -> None:
+    from django.apps import apps
+
+    if not apps.ready:
+        raise NotReadyError(
+            "flows are registered when Django starts: call django.setup() (or use manage.py) "
+            "before scheduling or running jobs"
+        )

@@ -1,0 +1,46 @@
+"""Checking a person's reply against the inputs an escalation asked for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from envoy_django.exceptions import EscalationError
+
+
+def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str, Any]:
+    """Return the reply with every input present; raise naming the input at fault.
+
+    select: one of the offered option keys; comment: text; approve: a boolean.
+    """
+    where = f"reply to escalation {escalation_id}"
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise EscalationError(f"{where}: values must be a dict of input id to value, got {type(values).__name__}")
+    known = {spec["id"]: spec for spec in inputs}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise EscalationError(
+            f"{where}: unknown input {unknown[0]!r} (inputs: {', '.join(known) or 'none'})"
+        )
+    cleaned: dict[str, Any] = {}
+    for input_id, spec in known.items():
+        value = values.get(input_id)
+        kind = spec["type"]
+        if value is None or value == "":
+            if spec.get("required"):
+                raise EscalationError(f"{where}: input {input_id!r} ({spec['label']}) is required")
+            cleaned[input_id] = False if kind == "approve" else None
+            continue
+        if kind == "select":
+            if not isinstance(value, str) or value not in spec["options"]:
+                offered = ", ".join(spec["options"])
+                raise EscalationError(f"{where}: {value!r} is not an option of input {input_id!r} (options: {offered})")
+        elif kind == "comment":
+            if not isinstance(value, str):
+                raise EscalationError(f"{where}: input {input_id!r} takes text, got {type(value).__name__}")
+        elif kind == "approve":
+            if not isinstance(value, bool):
+                raise EscalationError(f"{where}: input {input_id!r} takes true or false, got {value!r}")
+        cleaned[input_id] = value
+    return cleaned

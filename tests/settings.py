@@ -1,0 +1,83 @@
+"""Settings for the test suite.
+
+With DATABASE_URL and REDIS_URL set (CI), tests run on PostgreSQL and Redis;
+without them, on SQLite and fakeredis, and tests that need real worker
+processes or PostgreSQL row locks are skipped (see conftest.py).
+"""
+
+import os
+
+import dj_database_url
+
+SECRET_KEY = "envoy-django-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ALLOWED_HOSTS = ["*"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+    "envoy_django",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "/static/"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+DATABASE_URL = os.environ.get("DATABASE_URL")
+REDIS_URL = os.environ.get("REDIS_URL")
+
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    # Worker processes started by a test connect to the test database by name.
+    if os.environ.get("ENVOY_TEST_DB_NAME"):
+        DATABASES["default"]["NAME"] = os.environ["ENVOY_TEST_DB_NAME"]
+else:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+
+if REDIS_URL:
+    RQ_QUEUES = {"envoy": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}}
+else:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        "envoy-redis": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": "redis://127.0.0.1:6379/0",
+            "OPTIONS": {"REDIS_CLIENT_CLASS": "fakeredis.FakeStrictRedis"},
+        },
+    }
+    RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}}
+
+ENVOY = {
+    "EXECUTION": "immediate",
+    "RETRY_BACKOFF": 0.01,
+    "RETRY_BACKOFF_MAX": 0.05,
+}

@@ -1,0 +1,147 @@
+"""Flows the scheduler tests run; autodiscovered like any app's flows.py."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+
+from envoy_django import StateFlow, register
+
+calls: Counter = Counter()
+
+
+def _set_output(value):
+    def handler(ctx):
+        ctx.output(value(ctx))
+        return ctx
+
+    return handler
+
+
+register("hello", StateFlow([
+    {"name": "Start", "on_state": _set_output(lambda ctx: f"Hello {ctx.input() or 'world'}!")},
+    {"name": "End", "on_state": _set_output(lambda ctx: ctx.output() + " Bye!")},
+]))
+
+
+def _double(ctx):
+    value = ctx.input()
+    if value == "fail":
+        raise ValueError("child was asked to fail")
+    if value == "wait":
+        ctx.wait_for(["go"])
+        return ctx
+    ctx.output(value * 2 if not isinstance(value, dict) else value)
+    return ctx
+
+
+register("child", StateFlow([{"name": "Double", "on_state": _double}]))
+
+
+def _spawn_two(ctx):
+    ctx.set("config", ctx.input())
+    inputs = ctx.input().get("children", [1, 2])
+    ctx.set("children", [ctx.spawn("child", value) for value in inputs])
+    return ctx
+
+
+def _collect(ctx):
+    ctx.set("child_results", [ctx.result(w) for w in ctx.get("children")])
+    ctx.wait_for(["payment"], timeout=ctx.get("config.timeout"))
+    return ctx
+
+
+def _escalate(ctx):
+    ctx.set("payment", ctx.result("payment"))
+    ctx.set("escalation", ctx.escalate(
+        ctx.get("config.reviewer", "alice"),
+        "Approve this action?",
+        [
+            {"id": "reason", "type": "select", "label": "Reason", "options": {"a": "A", "b": "B"}},
+            {"id": "note", "type": "comment", "label": "Note"},
+            {"id": "ok", "type": "approve", "label": "Looks right"},
+        ],
+        on_reject=ctx.get("config.on_reject", "fail"),
+    ))
+    return ctx
+
+
+def _finish(ctx):
+    reply = ctx.result(ctx.get("escalation"))
+    ctx.output({"reply": reply, "children": ctx.get("child_results"), "payment": ctx.get("payment")})
+    return ctx
+
+
+register("family", StateFlow([
+    {"name": "Spawn", "on_state": _spawn_two, "on_exit": _collect},
+    {"name": "Escalate", "on_state": _escalate},
+    {"name": "Finish", "on_state": _finish},
+]))
+
+
+def _flaky(ctx):
+    calls["flaky"] += 1
+    if calls["flaky"] <= ctx.input():
+        raise RuntimeError(f"flaky failure {calls['flaky']}")
+    ctx.output(calls["flaky"])
+    return ctx
+
+
+register("flaky", StateFlow([{"name": "Try", "on_state": _flaky}]))
+
+
+def _bad_return(ctx):
+    return None
+
+
+register("bad_return", StateFlow([{"name": "Broken", "on_state": _bad_return}]))
+
+
+def _spawn_missing(ctx):
+    ctx.spawn("no_such_flow", {})
+    return ctx
+
+
+register("spawn_missing", StateFlow([{"name": "Spawner", "on_state": _spawn_missing}]))
+
+
+def _loop(ctx):
+    ctx.output((ctx.output() or 0) + 1)
+    return ctx
+
+
+register("loop", StateFlow([{"name": "Again", "on_state": _loop, "router": {"next": "Again"}}], max_steps=5))
+
+
+def _noop(ctx):
+    # ENVOY_TEST_STATE_DELAY lets worker tests hold a job mid-state.
+    delay = float(os.environ.get("ENVOY_TEST_STATE_DELAY") or 0)
+    if delay:
+        time.sleep(delay)
+    ctx.output(ctx.step())
+    return ctx
+
+
+register("ten_states", StateFlow([{"name": f"S{i}", "on_state": _noop} for i in range(10)]))
+
+
+def _slow_state(ctx):
+    time.sleep(float(ctx.input().get("seconds", 0)) if ctx.state() == "Slow" else 0)
+    ctx.output(ctx.state())
+    return ctx
+
+
+register("slow", StateFlow([
+    {"name": "Before", "on_state": _slow_state},
+    {"name": "Slow", "on_state": _slow_state},
+    {"name": "After", "on_state": _slow_state},
+]))
+
+
+def _parent_of_waiting_child(ctx):
+    ctx.set("child", ctx.spawn("child", "wait"))
+    return ctx
+
+
+register("parent_of_waiting_child", StateFlow([{"name": "Spawn", "on_state": _parent_of_waiting_child}]))
