@@ -76,8 +76,11 @@ else:
     }
     RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}}
 
+# Worker processes started by tests read their ENVOY settings from these.
 ENVOY = {
-    "EXECUTION": "immediate",
+    "EXECUTION": os.environ.get("ENVOY_TEST_EXECUTION", "immediate"),
     "RETRY_BACKOFF": 0.01,
     "RETRY_BACKOFF_MAX": 0.05,
+    "LEASE_SECONDS": float(os.environ.get("ENVOY_TEST_LEASE_SECONDS", 30)),
+    "SWEEP_INTERVAL": float(os.environ.get("ENVOY_TEST_SWEEP_INTERVAL", 10)),
 }

@@ -58,7 +58,9 @@ class ToolAgent(StateFlow):
         plugins: Iterable[Any] = (),
     ) -> None:
         if not callable(getattr(provider, "generate", None)):
-            raise FlowDefinitionError(f"ToolAgent needs a provider with a generate() method, got {type(provider).__name__}")
+            raise FlowDefinitionError(
+                f"ToolAgent needs a provider with a generate() method, got {type(provider).__name__}"
+            )
         self.provider = provider
         self.tools: dict[str, Tool] = normalize_tools(tools, approver)
         self.system_prompt = system_prompt

@@ -8,7 +8,7 @@ construction (like a flow's states), so a bad tool never reaches a worker.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from envoy_django.exceptions import FlowDefinitionError
@@ -73,6 +73,10 @@ def normalize_tools(tools: Any, default_approver: str | None) -> dict[str, Tool]
     for index, spec in enumerate(tools):
         if isinstance(spec, Tool):
             tool = spec
+            if tool.requires_approval and not tool.approver:
+                if not default_approver:
+                    raise FlowDefinitionError(f"tool {tool.name!r} requires approval but names no approver")
+                tool = replace(tool, approver=default_approver)
         else:
             tool = _normalize_tool(spec, index, default_approver)
         if tool.name in by_name:

@@ -200,3 +200,46 @@ def test_agent_is_a_state_flow_with_a_plan_toolcall_loop(provider):
     graph = agent.graph()
     assert [s["name"] for s in graph["states"]] == ["Plan", "ToolCall"]
     assert {(e["source"], e["target"]) for e in graph["edges"]} == {("Plan", "ToolCall"), ("ToolCall", "Plan")}
+
+
+class FakeProvider:
+    """Any object with generate() is a provider; the agent never needs openai."""
+
+    def __init__(self, *responses: Any) -> None:
+        self.responses = list(responses)
+        self.seen: list[list[dict]] = []
+
+    def generate(self, messages: list[dict], tools: list[dict] | None = None, **options: Any) -> Any:
+        self.seen.append(messages)
+        response = self.responses.pop(0)
+        if isinstance(response, Exception):
+            raise response
+        return response
+
+
+def test_any_provider_works_and_missing_call_ids_are_filled_in():
+    from envoy_django.llm import LlmResponse
+
+    provider = FakeProvider(
+        LlmResponse(tool_calls=[{"name": "add", "arguments": {"a": 1, "b": 1}}], usage=None),  # type: ignore[arg-type]
+        LlmResponse(text="2"),
+    )
+    ctx = ToolAgent(provider, tools=[add_tool()]).run("1 + 1")
+    assert ctx.output() == "2"
+    assert provider.seen[1][-1] == {"role": "tool", "tool_call_id": "call_1_0", "content": "2"}
+    assert ctx.get("usage") == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "calls": 2}
+
+
+def test_permanent_llm_error_from_any_provider_is_not_retried():
+    from envoy_django.exceptions import HandlerError
+    from envoy_django.llm import LlmPermanentError, LlmRetryableError
+
+    with pytest.raises(FlowError, match="model gone"):
+        ToolAgent(FakeProvider(LlmPermanentError("model gone", model="m", status=404))).run("hi")
+    with pytest.raises(HandlerError, match="try later"):
+        ToolAgent(FakeProvider(LlmRetryableError("try later", model="m", status=503))).run("hi")
+
+
+def test_provider_must_have_generate():
+    with pytest.raises(FlowDefinitionError, match="generate"):
+        ToolAgent(object())  # type: ignore[arg-type]

@@ -127,7 +127,10 @@ register("ten_states", StateFlow([{"name": f"S{i}", "on_state": _noop} for i in 
 
 
 def _slow_state(ctx):
-    time.sleep(float(ctx.input().get("seconds", 0)) if ctx.state() == "Slow" else 0)
+    if ctx.state() == "Before":
+        ctx.set("seconds", ctx.input().get("seconds", 0))
+    if ctx.state() == "Slow":
+        time.sleep(float(ctx.get("seconds")))
     ctx.output(ctx.state())
     return ctx
 
