@@ -76,8 +76,8 @@ def schedule(
                 run_after=run_at,
                 idempotency_key=idempotency_key,
             )
-            enqueue_on_commit(job.pk, run_at)
             send_on_commit(signals.job_scheduled, job)
+            enqueue_on_commit(job.pk, run_at)
     except IntegrityError:
         if idempotency_key is None:
             raise

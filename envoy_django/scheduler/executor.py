@@ -240,8 +240,8 @@ class _Run:
                     updated_at=now,
                 )
                 row.child = child
-                enqueue_on_commit(child.pk)
                 send_on_commit(signals.job_scheduled, child)
+                enqueue_on_commit(child.pk)
             elif spec["type"] == WaitType.ESCALATION:
                 params = spec["params"]
                 escalation = Escalation.objects.create(

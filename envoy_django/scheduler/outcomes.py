@@ -187,6 +187,6 @@ def resolve_wait(
     job.status = JobStatus.PENDING
     job.updated_at = now
     Job.objects.filter(pk=job.pk).update(status=JobStatus.PENDING, updated_at=now)
-    enqueue_on_commit(job.pk)
     send_on_commit(signals.job_resumed, job)
+    enqueue_on_commit(job.pk)
     return True

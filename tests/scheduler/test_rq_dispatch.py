@@ -1,0 +1,82 @@
+"""The rq execution mode in-process: JSON messages carrying only the job id."""
+
+import json
+import zlib
+
+import pytest
+from django.test import override_settings
+
+from envoy_django import scheduler
+from envoy_django.dispatch.rq import get_queue
+from envoy_django.models import Escalation, Job
+from envoy_django.testing.worker import drain
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RQ_MODE = {"EXECUTION": "rq", "RETRY_BACKOFF": 0.0, "RETRY_BACKOFF_MAX": 0.0}
+
+
+@pytest.fixture
+def rq_mode(redis_conn):
+    with override_settings(ENVOY=RQ_MODE):
+        yield redis_conn
+
+
+def test_schedule_enqueues_only_the_job_id_as_json(rq_mode):
+    job_id = scheduler.schedule("hello", {"secret": "not in redis"})
+    queue = get_queue()
+    assert queue.count == 1
+    rq_job = queue.jobs[0]
+    payload = json.loads(zlib.decompress(rq_mode.hget(rq_job.key, "data")))
+    assert payload == ["envoy_django.worker.perform", None, [job_id], {}]
+    assert scheduler.get_job(job_id).status == "pending"
+    drain()
+    assert scheduler.get_job(job_id).status == "done"
+
+
+def test_children_and_parent_resume_through_the_queue(rq_mode):
+    job_id = scheduler.schedule("family", {"children": [2, 3]})
+    drain()
+    assert scheduler.get_job(job_id).status == "blocking"
+    assert list(Job.objects.filter(parent_id=job_id).values_list("status", flat=True)) == ["done", "done"]
+    scheduler.resolve_blocking_job(job_id, "payment", 1)
+    drain()
+    escalation = Escalation.objects.get(job_id=job_id)
+    scheduler.reply_to_escalation(escalation.pk, {"reason": "a"}, "approved")
+    drain()
+    assert scheduler.get_job(job_id).status == "done"
+
+
+def test_retry_waits_out_its_backoff_in_rqs_scheduled_registry(redis_conn):
+    from tests.testapp import flows
+
+    flows.calls.clear()
+    with override_settings(ENVOY={**RQ_MODE, "RETRY_BACKOFF": 60.0, "RETRY_BACKOFF_MAX": 60.0}):
+        job_id = scheduler.schedule("flaky", 1)
+        drain()
+        job = scheduler.get_job(job_id)
+        assert (job.status, job.attempts) == ("pending", 1)
+        assert "flaky failure 1" in job.error
+        assert 30 <= (job.run_after - job.updated_at).total_seconds() <= 60
+        assert get_queue().scheduled_job_registry.get_job_ids() == [job.rq_job_id]
+
+
+def test_retry_runs_again_when_due(rq_mode):
+    from tests.testapp import flows
+
+    flows.calls.clear()
+    job_id = scheduler.schedule("flaky", 1)
+    drain()
+    job = scheduler.get_job(job_id)
+    assert (job.status, job.output) == ("done", 2)
+    assert list(job.steps.order_by("pk").values_list("attempt", flat=True)) == [1, 2]
+
+
+def test_nothing_is_enqueued_when_the_transaction_rolls_back(rq_mode):
+    from django.db import transaction
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        scheduler.schedule("hello")
+        raise RuntimeError("roll back")
+    assert get_queue().count == 0
+    assert not Job.objects.exists()
