@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: test demo install clean
+.PHONY: test demo bench chaos install clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,13 @@ test: install
 
 demo: install
 	$(PY) manage.py envoy_demo $(DEMO_ARGS)
+
+# Need PostgreSQL and Redis: DATABASE_URL and REDIS_URL, as CI sets them.
+bench: install
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+chaos: install
+	$(PY) chaos/run.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -184,6 +184,8 @@ class _Run:
             values.update(progress=progress["fraction"], progress_message=(progress["message"] or "")[:500])
         children = self._children_to_create(new_waits)
         attempt = self.job.attempts + 1
+        if new_waits:
+            values.update(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None)
         with transaction.atomic():
             if after.done() and self.job.parent_id:
                 lock_job(self.job.parent_id)
@@ -204,10 +206,9 @@ class _Run:
             transaction.on_commit(lambda: signals.step_finished.send(sender=Job, job=self.job, step=step))
             if new_waits:
                 self._create_waits(new_waits, children, now)
-                self._fence(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None)
                 send_on_commit(signals.job_blocked, self.job, waits=[w["id"] for w in new_waits])
             elif after.done():
-                self._end_in_transaction(after)
+                self._finish_ended_flow(after)
 
     def _children_to_create(self, new_waits: list[dict]) -> dict[str, StateFlow]:
         """Look up spawned flows before the transaction, so a bad name fails cleanly."""
@@ -258,8 +259,8 @@ class _Run:
             rows.append(row)
         Wait.objects.bulk_create(rows)
 
-    def _end_in_transaction(self, ctx: Context) -> None:
-        self._fence(lease_expires_at=self.job.lease_expires_at)  # still ours
+    def _finish_ended_flow(self, ctx: Context) -> None:
+        """The flow ended (finished, ctx.error(), max_steps); the caller holds the fenced job."""
         if ctx.done() == "finished":
             finish_job(self.job, JobStatus.DONE, fields={"output": ctx.output()})
         else:
@@ -272,10 +273,12 @@ class _Run:
             )
 
     def _end(self, ctx: Context) -> None:
+        """Claimed a job whose checkpoint already ended (e.g. a crash before finishing)."""
         with transaction.atomic():
             if self.job.parent_id:
                 lock_job(self.job.parent_id)
-            self._end_in_transaction(ctx)
+            self._fence(updated_at=timezone.now())
+            self._finish_ended_flow(ctx)
 
     def _block_again(self) -> None:
         """Claimed while a wait is still pending (a stray message): go back to blocking."""

@@ -69,3 +69,21 @@ def test_every_pending_job_finishes_after_redis_flushall(workers, redis_conn):
     workers.start(concurrency=2)
     wait_until(_all_finished(ids), what="jobs lost from Redis to be recovered")
     assert set(Job.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"done"}
+
+
+def test_sigterm_finishes_the_transition_in_flight_then_hands_the_job_back(workers):
+    supervisor = workers.start()
+    job_id = scheduler.schedule("slow", {"seconds": 2})
+    wait_until(lambda: Job.objects.get(pk=job_id).state == "Slow", what="the job to enter its slow state")
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(timeout=60) == 0
+
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "pending" and job.lease_owner == ""
+    assert list(Step.objects.filter(job_id=job_id).values_list("state", flat=True)) == ["Before", "Slow"]
+
+    workers.start()
+    wait_until(lambda: Job.objects.get(pk=job_id).status == "done", what="the job to finish on a new worker")
+    assert list(Step.objects.filter(job_id=job_id).order_by("pk").values_list("state", flat=True)) == [
+        "Before", "Slow", "After",
+    ]
