@@ -8,11 +8,13 @@ outermost call returns, so callers see every touched job settled.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections import deque
 from uuid import UUID
 
 _local = threading.local()
+log = logging.getLogger("envoy_django.dispatch")
 
 
 def enqueue(job_id: UUID | str, at: dt.datetime | None = None) -> None:
@@ -28,9 +30,20 @@ def enqueue(job_id: UUID | str, at: dt.datetime | None = None) -> None:
     from envoy_django.scheduler.executor import run_job
 
     _local.draining = True
+    first_error: Exception | None = None
     try:
         while queue:
-            run_job(queue.popleft())
+            job_id = queue.popleft()
+            try:
+                run_job(job_id)
+            except Exception as exc:
+                # One job's infrastructure failure (say, a lost database
+                # connection) must not strand the others queued behind it;
+                # the sweep recovers this one from its last checkpoint.
+                log.exception("job %s: could not run it in this process", job_id)
+                first_error = first_error or exc
     finally:
         _local.draining = False
         queue.clear()
+    if first_error is not None:
+        raise first_error
