@@ -2,6 +2,8 @@
 
 DATABASE_URL: default a SQLite file beside this project.
 REDIS_URL: absent -> ENVOY EXECUTION "immediate" (no Redis); present -> "rq".
+OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL: the demo assistant's model;
+with neither key nor base URL it uses a scripted offline model (see demo/llm.py).
 """
 
 import os
@@ -63,3 +65,9 @@ RQ_QUEUES = {"envoy": {"URL": REDIS_URL or "redis://127.0.0.1:6379/0", "DEFAULT_
 ENVOY = {
     "EXECUTION": "rq" if REDIS_URL else "immediate",
 }
+
+# The demo assistant's model (example_project/demo/llm.py). Empty key and base
+# URL: a scripted offline model, so the demo runs without network or account.
+OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "gpt-4.1-mini")

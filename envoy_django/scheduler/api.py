@@ -177,6 +177,8 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
         escalation.replied_at = now
         escalation.updated_at = now
         escalation.save()
+        # Before the resumed job is enqueued, so receivers hear of the reply first.
+        send_on_commit(signals.escalation_replied, job, escalation=escalation)
         wait = Wait.objects.select_for_update().get(job_id=job.pk, wait_id=escalation.wait_id)
         fails_job = status == EscalationStatus.REJECTED and escalation.on_reject == "fail"
         resolve_wait(job, wait, status, value=cleaned, resume=not fails_job)
@@ -184,7 +186,6 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
             comments = [cleaned[i["id"]] for i in escalation.inputs if i["type"] == "comment" and cleaned[i["id"]]]
             reason = f"escalation rejected by {username or 'unknown'}" + (f": {'; '.join(comments)}" if comments else "")
             finish_job(job, JobStatus.FAILED, error=reason, error_type="EscalationRejected")
-        send_on_commit(signals.escalation_replied, job, escalation=escalation)
 
 
 def list_blocking_jobs() -> list[dict[str, Any]]:

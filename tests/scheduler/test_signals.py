@@ -48,7 +48,7 @@ def test_blocking_escalation_and_failure_signals(received):
     received.clear()
     escalation = Escalation.objects.get(job_id=job_id)
     scheduler.reply_to_escalation(escalation.pk, {"reason": "b"}, "rejected", user="bob")
-    assert [e[0] for e in received] == ["job_failed", "escalation_replied"]
+    assert [e[0] for e in received] == ["escalation_replied", "job_failed"]
 
 
 def test_no_signal_when_the_transaction_rolls_back(received):
