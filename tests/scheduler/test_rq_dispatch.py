@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from envoy_django import scheduler
 from envoy_django.dispatch.rq import get_queue
-from envoy_django.models import Escalation, Job
+from envoy_django.models import Job
 from envoy_django.testing.worker import drain
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,19 +30,6 @@ def test_schedule_enqueues_only_the_job_id_as_json(rq_mode):
     payload = json.loads(zlib.decompress(rq_mode.hget(rq_job.key, "data")))
     assert payload == ["envoy_django.worker.perform", None, [job_id], {}]
     assert scheduler.get_job(job_id).status == "pending"
-    drain()
-    assert scheduler.get_job(job_id).status == "done"
-
-
-def test_children_and_parent_resume_through_the_queue(rq_mode):
-    job_id = scheduler.schedule("family", {"children": [2, 3]})
-    drain()
-    assert scheduler.get_job(job_id).status == "blocking"
-    assert list(Job.objects.filter(parent_id=job_id).values_list("status", flat=True)) == ["done", "done"]
-    scheduler.resolve_blocking_job(job_id, "payment", 1)
-    drain()
-    escalation = Escalation.objects.get(job_id=job_id)
-    scheduler.reply_to_escalation(escalation.pk, {"reason": "a"}, "approved")
     drain()
     assert scheduler.get_job(job_id).status == "done"
 
