@@ -1,0 +1,59 @@
+"""Admin forms: the reply to an escalation, and the reason for failing jobs.
+
+The reply form is built from the escalation's ``inputs`` (stored by
+``ctx.escalate``); the scheduler checks the reply again (``clean_reply``),
+so the form is for people and the service stays the authority.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+BLANK_CHOICE = ("", "---------")
+
+
+class EscalationReplyForm(forms.Form):
+    """One field per input: select, comment or approve."""
+
+    # Input ids come from flows; the prefix keeps them clear of "decision" and the CSRF token.
+    prefix = "input"
+
+    def __init__(self, inputs: list[dict[str, Any]], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.inputs = inputs
+        for spec in inputs:
+            self.fields[spec["id"]] = input_field(spec)
+
+    def reply_values(self) -> dict[str, Any]:
+        """The cleaned values keyed by input id; empty text means "not given"."""
+        values: dict[str, Any] = {}
+        for spec in self.inputs:
+            value = self.cleaned_data.get(spec["id"])
+            values[spec["id"]] = None if value == "" else value
+        return values
+
+
+def input_field(spec: dict[str, Any]) -> forms.Field:
+    label = str(spec.get("label") or spec["id"])
+    required = bool(spec.get("required"))
+    kind = spec["type"]
+    if kind == "select":
+        # A blank first choice even when required: no option is picked for the person.
+        choices = [BLANK_CHOICE, *((str(k), str(v)) for k, v in spec["options"].items())]
+        return forms.ChoiceField(label=label, choices=choices, required=required)
+    if kind == "comment":
+        return forms.CharField(label=label, required=required,
+                               widget=forms.Textarea(attrs={"rows": 4, "cols": 60}))
+    if kind == "approve":
+        return forms.BooleanField(label=label, required=False)
+    raise ValueError(f"escalation input {spec['id']!r} has unknown type {kind!r}")
+
+
+class FailJobsForm(forms.Form):
+    reason = forms.CharField(
+        max_length=2000,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Recorded as each job's error.",
+    )

@@ -1,0 +1,93 @@
+"""Changelist actions on jobs: cancel, fail (with a reason) and retry.
+
+Each calls the scheduler once per job, in its own transaction, so one job
+the scheduler refuses (already finished, not failed, ...) becomes an error
+message and the others still go through. Rows are never edited here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from envoy_django import scheduler
+from envoy_django.admin.forms import FailJobsForm
+from envoy_django.exceptions import EnvoyError
+
+# One request handles at most this many jobs; "select all" over a million rows must not.
+ACTION_LIMIT = 500
+ERRORS_SHOWN = 20
+
+
+def selected_ids(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> list[Any] | None:
+    ids = list(queryset.values_list("pk", flat=True)[: ACTION_LIMIT + 1])
+    if len(ids) > ACTION_LIMIT:
+        modeladmin.message_user(
+            request, f"Select at most {ACTION_LIMIT} jobs at a time; nothing was changed.", messages.ERROR
+        )
+        return None
+    return ids
+
+
+def apply_to_each(modeladmin: admin.ModelAdmin, request: HttpRequest, ids: list[Any],
+                  operation: Callable[[Any], None], past_tense: str) -> None:
+    done = 0
+    errors: list[str] = []
+    for job_id in ids:
+        try:
+            operation(job_id)
+        except EnvoyError as exc:
+            errors.append(str(exc))
+        else:
+            done += 1
+    if done:
+        modeladmin.message_user(request, f"{past_tense} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS)
+    for error in errors[:ERRORS_SHOWN]:
+        modeladmin.message_user(request, error, messages.ERROR)
+    if len(errors) > ERRORS_SHOWN:
+        modeladmin.message_user(request, f"... and {len(errors) - ERRORS_SHOWN} more errors.", messages.ERROR)
+
+
+@admin.action(description="Cancel selected jobs (and their unfinished children)", permissions=["operate"])
+def cancel_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    ids = selected_ids(modeladmin, request, queryset)
+    if ids is not None:
+        apply_to_each(modeladmin, request, ids, scheduler.cancel_job, "Cancelled")
+
+
+@admin.action(description="Retry selected failed jobs from their last checkpoint", permissions=["operate"])
+def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+    ids = selected_ids(modeladmin, request, queryset)
+    if ids is not None:
+        apply_to_each(modeladmin, request, ids, scheduler.retry_job, "Re-queued")
+
+
+@admin.action(description="Fail selected jobs…", permissions=["operate"])
+def fail_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+    """Ask for a reason on an intermediate page, then fail each job with it."""
+    ids = selected_ids(modeladmin, request, queryset)
+    if ids is None:
+        return None
+    if "apply" in request.POST:
+        form = FailJobsForm(request.POST)
+        if form.is_valid():
+            reason = form.cleaned_data["reason"]
+            apply_to_each(modeladmin, request, ids, lambda job_id: scheduler.fail_job(job_id, reason), "Failed")
+            return None
+    else:
+        form = FailJobsForm(initial={"reason": f"failed from the admin by {request.user.get_username()}"})
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": "Fail jobs",
+        "opts": modeladmin.opts,
+        "jobs": queryset.filter(pk__in=ids).only("id", "flow", "status", "state"),
+        "form": form,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": modeladmin.media,
+    }
+    return TemplateResponse(request, modeladmin.fail_jobs_template, context)

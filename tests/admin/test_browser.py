@@ -1,0 +1,151 @@
+"""End to end in headless Chromium: log in, approve an escalation, watch the job finish; no script runs from data.
+
+Needs the Debian packages chromium and chromium-driver (/usr/bin/chromium,
+/usr/bin/chromedriver); Selenium is given the driver's path, so Selenium
+Manager never looks for, or downloads, a browser. Screenshots of the two
+pages land in docs/screenshots/ (or $ENVOY_SCREENSHOT_DIR).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+
+from envoy_django.models import Escalation, Job
+from tests.admin.conftest import EVIL
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROME_ARGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--window-size=1280,900",
+)
+SCREENSHOTS = Path(os.environ.get("ENVOY_SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "docs" / "screenshots")
+TIMEOUT = 15.0
+
+
+@pytest.fixture
+def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.skip(f"needs {CHROMIUM} and {CHROMEDRIVER}: apt-get install -y chromium chromium-driver")
+    pytest.importorskip("selenium", reason="needs selenium (pip install -e '.[test]')")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: the explicit driver path already skips Selenium Manager
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for arg in CHROME_ARGS:
+        options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    # Leave any alert open, so the tests can look for it instead of it being dismissed.
+    options.set_capability("unhandledPromptBehavior", "ignore")
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(1280, 900)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def log_in(browser: Any, base_url: str, username: str, next_path: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    browser.get(f"{base_url}/admin/login/?next={quote(next_path)}")
+    browser.find_element(By.NAME, "username").send_keys(username)
+    browser.find_element(By.NAME, "password").send_keys("pw")
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+    wait_until(lambda: browser.current_url.endswith(next_path), f"the login to land on {next_path}")
+
+
+def assert_no_alert(browser: Any) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        browser.switch_to.alert  # noqa: B018  (the property raises when no dialog is open)
+
+
+def job_status_shown(browser: Any) -> str:
+    from selenium.webdriver.common.by import By
+
+    return browser.find_element(By.CSS_SELECTOR, ".field-status_badge .envoy-badge").text
+
+
+def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser: Any, make_user: Any, family: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    make_user("alice", "reply_escalation", "view_job", "view_escalation")
+    job_id, escalation = family()
+
+    log_in(browser, live_server.url, "alice", "/admin/envoy_django/escalation/")
+    # Screenshots with the app sidebar folded away, so the pages get the width.
+    browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
+    browser.find_element(By.LINK_TEXT, "Approve this action?").click()
+    wait_until(lambda: browser.current_url.endswith(f"/escalation/{escalation.pk}/reply/"), "the reply page")
+    Select(browser.find_element(By.NAME, "input-reason")).select_by_value("a")
+    browser.find_element(By.NAME, "input-note").send_keys("Checked the payment.")
+    browser.find_element(By.NAME, "input-ok").click()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "approval_page.png"))
+
+    browser.find_element(By.CSS_SELECTOR, "button[name=decision][value=approved]").click()
+    wait_until(lambda: browser.current_url.endswith(f"/job/{job_id}/change/"), "the redirect to the job page")
+
+    def done() -> bool:
+        if job_status_shown(browser) == "done":
+            return True
+        browser.refresh()
+        return False
+
+    wait_until(done, "the job page to show the job done")
+    assert "Approved" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
+    browser.save_screenshot(str(SCREENSHOTS / "job_page.png"))
+    job = Job.objects.get(pk=job_id)
+    assert job.status == "done"
+    assert job.output["reply"]["value"] == {"reason": "a", "note": "Checked the payment.", "ok": True}
+    assert Escalation.objects.get(pk=escalation.pk).replied_by_username == "alice"
+
+
+def test_script_in_flow_data_never_runs(live_server: Any, browser: Any, make_user: Any, evil_job: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    make_user("root", superuser=True)
+    job_id, escalation = evil_job
+    log_in(browser, live_server.url, "root", "/admin/envoy_django/escalation/?assigned=all")
+    pages = [
+        "/admin/envoy_django/escalation/?assigned=all",
+        f"/admin/envoy_django/escalation/{escalation.pk}/reply/",
+        f"/admin/envoy_django/escalation/{escalation.pk}/change/",
+        "/admin/envoy_django/job/",
+        f"/admin/envoy_django/job/{job_id}/change/",
+    ]
+    for page in pages:
+        browser.get(live_server.url + page)
+        assert_no_alert(browser)
+        assert EVIL in browser.find_element(By.TAG_NAME, "body").text, page  # shown as text, not run
+        injected = browser.execute_script(
+            "return Array.from(document.scripts).some(s => s.text.includes('alert(1)'))"
+        )
+        assert not injected, page
