@@ -9,11 +9,19 @@ tool calls. Because the scheduler saves the context after every phase, a
 worker that dies after a tool ran resumes at the next model call (the tool
 does not run again), and a resumed job never repeats a model call that was
 already saved. The whole conversation lives in ``ctx`` data as JSON.
+
+What a checkpoint cannot cover is the phase in flight: a model call cut off
+by a crash (or failing with a retryable error) is made again, and a worker
+that dies in the middle of a batch runs the whole batch again on the next
+worker - so a tool with side effects should be idempotent, or the only call
+in its turn. Approvals are asked in ``ToolCall``'s enter phase, which is
+checkpointed (with the escalations) before any tool of the batch runs.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterable
 
 from envoy_django.exceptions import FlowDefinitionError, FlowError
@@ -24,6 +32,24 @@ from envoy_django.llm.base import LlmProvider
 PLAN = "Plan"
 TOOL_CALL = "ToolCall"
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# NUL, and surrogate code points: decoding joins real pairs into one character, so these are strays.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """``value`` with NUL characters and unpaired surrogates in its strings replaced by U+FFFD.
+
+    Model replies and tool results are outside text (a tool may read a
+    binary file); PostgreSQL's jsonb cannot hold those two, and one stray
+    character must not make the checkpoint of the whole conversation fail.
+    """
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    return value
 
 
 class ToolAgent(StateFlow):
@@ -108,10 +134,16 @@ class ToolAgent(StateFlow):
             messages = self._initial_messages(ctx.input())
         specs = [tool.spec() for tool in self.tools.values()]
         response = self.provider.generate(messages, tools=specs or None, **self.model_options)
-        calls = [dict(call) for call in response.tool_calls or []]
-        for index, call in enumerate(calls):  # some providers leave ids out; tool messages need them
-            call.setdefault("id", f"call_{ctx.step()}_{index}")
-        assistant: dict[str, Any] = {"role": "assistant", "content": response.text}
+        calls = [storable(dict(call)) for call in response.tool_calls or []]
+        text = storable(response.text)
+        seen: set[str] = set()
+        for index, call in enumerate(calls):
+            # Tool messages and approvals are keyed by id: some local servers
+            # leave ids out or repeat one within a turn, so make them unique.
+            if not isinstance(call.get("id"), str) or not call["id"] or call["id"] in seen:
+                call["id"] = f"call_{ctx.step()}_{index}"
+            seen.add(call["id"])
+        assistant: dict[str, Any] = {"role": "assistant", "content": text}
         if calls:
             assistant["tool_calls"] = [
                 {"id": c["id"], "type": "function",
@@ -126,7 +158,7 @@ class ToolAgent(StateFlow):
         usage["calls"] += 1
         ctx.set("usage", usage)
         if not calls:
-            ctx.output(response.text or "")
+            ctx.output(text or "")
         return ctx
 
     def _route_plan(self, ctx: Context) -> str | None:
@@ -145,7 +177,7 @@ class ToolAgent(StateFlow):
             tool = self.tools.get(call["name"])
             if tool is None or not tool.requires_approval or call.get("error"):
                 continue
-            arguments = json.dumps(call.get("arguments") or {}, indent=2, sort_keys=True)
+            arguments = json.dumps(call.get("arguments") or {}, indent=2, sort_keys=True, ensure_ascii=False)
             approvals[call["id"]] = ctx.escalate(
                 tool.approver or "",
                 f"The agent wants to run the tool {tool.name!r} with these arguments:\n{arguments}",
@@ -169,7 +201,7 @@ class ToolAgent(StateFlow):
         approvals = ctx.get("$approvals") or {}
         replies = []
         for call in ctx.get("pending_tool_calls") or []:
-            content = self._answer(ctx, call, approvals.get(call["id"]))
+            content = storable(self._answer(ctx, call, approvals.get(call["id"])))
             replies.append({"role": "tool", "tool_call_id": call["id"], "content": content})
         ctx.set("messages", [*(ctx.get("messages") or []), *replies])
         ctx.set("pending_tool_calls", [])
@@ -183,6 +215,10 @@ class ToolAgent(StateFlow):
             return f"Error: unknown tool {name!r}. Available tools: {known}."
         if call.get("error"):
             return f"Error: could not call {name!r}: {call['error']}"
+        if tool.requires_approval and wait_id is None:
+            # Only possible for a job checkpointed by a build of the agent in
+            # which this tool needed no approval: never run it unasked.
+            return f"Not run: {name!r} needs approval and none was asked for this call."
         if wait_id is not None:
             result = ctx.result(wait_id)
             if result is None:
@@ -194,6 +230,13 @@ class ToolAgent(StateFlow):
                 return f"Not run: the approval ended as {result['status']}."
         try:
             value = tool.handler(dict(call.get("arguments") or {}), ctx)
-            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         except Exception as exc:  # fed back to the model, see _run_tools
             return f"Error: tool {name!r} raised {type(exc).__name__}: {exc}"
+        if isinstance(value, str):
+            return value
+        # The tool ran: a result JSON cannot carry (a datetime, a model
+        # instance) is shown as text rather than reported as a failure.
+        try:
+            return json.dumps(value, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            return str(value)

@@ -7,6 +7,7 @@ so a project without the SDK (or a test with a fake provider) still works.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from typing import Any
 
@@ -30,7 +31,9 @@ class OpenAIProvider:
     (temperature, max_tokens, ...) go to every ``create()`` call.
 
     The client is made on first use, so a provider can be built in a
-    ``flows.py`` at start-up without a key being present yet.
+    ``flows.py`` at start-up without a key being present yet. A process
+    forked after that use (``envoy_worker`` forks its workers) makes its own
+    client instead of sharing the parent's open connections.
     """
 
     def __init__(
@@ -54,12 +57,21 @@ class OpenAIProvider:
         self._client = client
         # A client handed in belongs to the caller, who closes it.
         self._owns_client = client is None
+        self._client_pid = os.getpid()
+        self._inherited_client: openai.OpenAI | None = None
         self._lock = threading.Lock()
 
     @property
     def client(self) -> openai.OpenAI:
         with self._lock:
+            if self._client is not None and self._owns_client and self._client_pid != os.getpid():
+                # Forked: the connection pool belongs to the parent. Keep it
+                # referenced, unused and unclosed (closing or collecting it
+                # here would tear down sockets the parent still uses).
+                self._inherited_client = self._client
+                self._client = None
             if self._client is None:
+                self._client_pid = os.getpid()
                 try:
                     self._client = openai.OpenAI(**self._client_kwargs)
                 except openai.OpenAIError as exc:  # e.g. no API key configured

@@ -40,3 +40,29 @@ def make_provider(server: ScriptedOpenAIServer) -> Iterator[Callable[..., OpenAI
 @pytest.fixture
 def provider(make_provider: Callable[..., OpenAIProvider]) -> OpenAIProvider:
     return make_provider()
+
+
+# --- durable agents (tests/testapp/agent_flows.py) through the scheduler -------------
+
+from tests.workers.conftest import wait_until, workers  # noqa: E402,F401  (fixtures for worker tests)
+
+
+@pytest.fixture
+def scripted_agents(server: ScriptedOpenAIServer) -> Iterator[Callable[..., ScriptedOpenAIServer]]:
+    """Aim the registered test agents at this test's server; ``scripted_agents(max_retries=n)`` re-aims.
+
+    Yields a function (called once for the default of no client retries)
+    so a test can choose how often the openai client retries by itself.
+    """
+    from tests.testapp import agent_flows
+
+    agent_flows.tool_runs.clear()
+
+    def aim(max_retries: int = 0) -> ScriptedOpenAIServer:
+        agent_flows.endpoint.point_at(server.base_url, max_retries=max_retries)
+        return server
+
+    aim()
+    yield aim
+    agent_flows.endpoint.reset()
+    agent_flows.tool_runs.clear()

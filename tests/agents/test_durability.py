@@ -167,3 +167,22 @@ def test_crash_while_waiting_for_approval_resumes_with_the_answer(server, provid
     assert ctx.output() == "done"
     assert transfers == [{"to": "bob", "amount": 5}]
     assert len(server.requests) == 2
+
+
+def test_a_gated_tool_never_runs_unasked_even_from_an_older_checkpoint(server, provider):
+    """A job saved past the approval phase by a build where the tool was not gated does not run it."""
+    server.add(tool_call_reply(("transfer", {"to": "bob", "amount": 5})), text_reply("not sent"))
+    transfers: list[dict] = []
+    agent = ToolAgent(provider, tools=[transfer_tool(transfers)])
+    ctx = agent.step(agent.initial_context("Send bob 5"))  # Plan
+    while ctx.state() != "ToolCall":
+        ctx = agent.step(ctx)
+    saved = ctx.serialize()
+    saved["phase"] = "state"  # as if the enter phase had nothing to ask
+
+    ctx = step_until_blocked(agent, Context.from_serialized(saved))
+
+    assert ctx.output() == "not sent" and transfers == []
+    assert server.requests[1]["messages"][-1]["content"] == (
+        "Not run: 'transfer' needs approval and none was asked for this call."
+    )

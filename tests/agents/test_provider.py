@@ -182,3 +182,19 @@ def test_imports_stay_light():
     )
     result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_forked_process_makes_its_own_client(server, monkeypatch):
+    """envoy_worker forks: a child must not share the parent's pooled connections."""
+    import envoy_django.llm.openai_provider as module
+
+    server.add(text_reply("parent"), text_reply("child"))
+    with OpenAIProvider(api_key="k", base_url=server.base_url, max_retries=0) as provider:
+        assert provider.generate([{"role": "user", "content": "hi"}]).text == "parent"
+        parent_client = provider.client
+        monkeypatch.setattr(module.os, "getpid", lambda: -1)  # now "in the child"
+        assert provider.generate([{"role": "user", "content": "hi"}]).text == "child"
+        assert provider.client is not parent_client
+        assert not parent_client.is_closed()  # left alone: it is the parent's
+        monkeypatch.undo()
+        parent_client.close()

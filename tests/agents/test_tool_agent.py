@@ -243,3 +243,39 @@ def test_permanent_llm_error_from_any_provider_is_not_retried():
 def test_provider_must_have_generate():
     with pytest.raises(FlowDefinitionError, match="generate"):
         ToolAgent(object())  # type: ignore[arg-type]
+
+
+def test_missing_and_repeated_call_ids_are_made_unique():
+    """Some local servers send no id, or the same id twice in a turn; results must still pair up."""
+    from envoy_django.llm import LlmResponse
+
+    provider = FakeProvider(
+        LlmResponse(tool_calls=[{"id": "same", "name": "add", "arguments": {"a": 1, "b": 1}},
+                                {"id": "same", "name": "add", "arguments": {"a": 2, "b": 2}},
+                                {"id": None, "name": "add", "arguments": {"a": 3, "b": 3}}]),
+        LlmResponse(text="2, 4, 6"),
+    )
+    ctx = ToolAgent(provider, tools=[add_tool()]).run("sums")
+    assistant = provider.seen[1][1]
+    ids = [call["id"] for call in assistant["tool_calls"]]
+    assert ids == ["same", "call_1_1", "call_1_2"]
+    assert [(m["tool_call_id"], m["content"]) for m in provider.seen[1][2:]] == list(zip(ids, ["2", "4", "6"]))
+    assert ctx.output() == "2, 4, 6"
+
+
+def test_a_result_json_cannot_carry_is_sent_as_text_not_as_an_error():
+    import datetime as dt
+
+    from envoy_django.llm import LlmResponse
+
+    ran: list[bool] = []
+
+    def now(args: dict, ctx: Any) -> dict:
+        ran.append(True)
+        return {"at": dt.datetime(2026, 1, 2, 3, 4, 5)}
+
+    provider = FakeProvider(LlmResponse(tool_calls=[{"id": "c", "name": "now", "arguments": {}}]),
+                            LlmResponse(text="ok"))
+    ToolAgent(provider, tools=[{"name": "now", "handler": now}]).run("time?")
+    assert ran == [True]
+    assert provider.seen[1][-1]["content"] == '{"at": "2026-01-02 03:04:05"}'

@@ -148,3 +148,5 @@ def _parent_of_waiting_child(ctx):
 
 
 register("parent_of_waiting_child", StateFlow([{"name": "Spawn", "on_state": _parent_of_waiting_child}]))
+
+from tests.testapp import agent_flows  # noqa: E402,F401
