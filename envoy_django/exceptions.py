@@ -45,10 +45,11 @@ class HandlerError(EnvoyError):
     The original exception is ``__cause__`` and ``original``.
     """
 
-    def __init__(self, state: str, handler: str, original: BaseException) -> None:
+    def __init__(self, state: str, handler: str, original: BaseException, phase: str | None = None) -> None:
         self.state = state
         self.handler = handler
         self.original = original
+        self.phase = phase  # enter, state, exit or route: where the history records the failure
         super().__init__(
             f"{handler} of state {state!r} raised {type(original).__name__}: {original}"
         )

@@ -41,6 +41,14 @@ class _Call:
     state: str
     handler: str
 
+    @property
+    def phase(self) -> str:
+        """The phase this call belongs to, read from the handler's name."""
+        for phase in ("enter", "state", "exit"):
+            if self.handler == f"on_{phase}" or self.handler.endswith(f" on_{phase}"):
+                return phase
+        return "route"  # on_route, a plugin's on_route, a route's map
+
 
 _Stepper = Generator[_Call, Any, Context]
 
@@ -172,7 +180,7 @@ class StateFlow:
             # bug in the flow, not a passing failure: no retry.
             raise FlowError(f"{call.handler} of state {call.state!r}: {exc}") from exc
         except Exception as exc:
-            raise HandlerError(call.state, call.handler, exc) from exc
+            raise HandlerError(call.state, call.handler, exc, call.phase) from exc
 
     def _call(self, ctx: Context, fn: Handler, args: tuple, state: str, handler: str) -> _Stepper:
         """Run a handler and check that it handed back a context."""

@@ -318,3 +318,27 @@ def test_unknown_escalation_input_type_in_a_handler_is_a_flow_error():
     assert "on_state" in message
     assert "'Ask'" in message
     assert "slider" in message
+
+
+@pytest.mark.parametrize("key, phase", [("on_enter", "enter"), ("on_state", "state"), ("on_exit", "exit")])
+def test_handler_error_names_the_phase_that_failed(key, phase):
+    def boom(ctx):
+        raise ValueError("boom")
+
+    state = {"name": "A", "on_state": lambda ctx: ctx, key: boom}
+    with pytest.raises(HandlerError) as info:
+        StateFlow([state]).run()
+    assert (info.value.state, info.value.phase) == ("A", phase)
+
+
+def test_handler_error_in_a_router_is_in_the_route_phase():
+    def choose(ctx):
+        raise KeyError("no route")
+
+    flow = StateFlow([
+        {"name": "A", "on_state": lambda ctx: ctx, "router": {"routes": {"B": {}}, "on_route": choose}},
+        {"name": "B", "on_state": lambda ctx: ctx},
+    ])
+    with pytest.raises(HandlerError) as info:
+        flow.run()
+    assert (info.value.handler, info.value.phase) == ("on_route", "route")
