@@ -23,6 +23,7 @@ demo: install
 
 # Need PostgreSQL and Redis: DATABASE_URL and REDIS_URL, as CI sets them.
 bench: install
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 chaos: install

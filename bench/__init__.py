@@ -1,0 +1,1 @@
+"""Benchmarks for envoy-django (``make bench``); see bench/run.py."""
