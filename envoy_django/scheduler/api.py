@@ -12,7 +12,6 @@ import uuid
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Prefetch
 from django.utils import timezone
 
 from envoy_django import signals
@@ -188,24 +187,26 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
             finish_job(job, JobStatus.FAILED, error=reason, error_type="EscalationRejected")
 
 
-def list_blocking_jobs() -> list[dict[str, Any]]:
-    """``[{"job_id", "flow", "state", "waits": [{"id", "type", "status"}]}]``, JSON-ready."""
-    pending = Prefetch("waits", queryset=Wait.objects.filter(status=WaitStatus.PENDING), to_attr="pending_waits")
-    jobs = (
-        Job.objects.filter(status=JobStatus.BLOCKING)
-        .only("pk", "flow", "state")
-        .order_by("updated_at")
-        .prefetch_related(pending)
+def list_blocking_jobs(*, limit: int | None = None) -> list[dict[str, Any]]:
+    """``[{"job_id", "flow", "state", "waits": [{"id", "type", "status"}]}]``, JSON-ready.
+
+    Longest-blocked first; ``limit`` caps the number of jobs. One query over
+    the pending waits, since a blocking job always has at least one.
+    """
+    rows = (
+        Wait.objects.filter(status=WaitStatus.PENDING, job__status=JobStatus.BLOCKING)
+        .order_by("job__updated_at", "job_id", "id")
+        .values_list("job_id", "job__flow", "job__state", "wait_id", "type", "status")
     )
-    return [
-        {
-            "job_id": str(job.pk),
-            "flow": job.flow,
-            "state": job.state,
-            "waits": [{"id": w.wait_id, "type": w.type, "status": w.status} for w in job.pending_waits],
-        }
-        for job in jobs
-    ]
+    jobs: dict[Any, dict[str, Any]] = {}
+    for job_id, flow, state, wait_id, kind, status in rows.iterator(chunk_size=2000):
+        job = jobs.get(job_id)
+        if job is None:
+            if limit is not None and len(jobs) >= limit:
+                break
+            job = jobs[job_id] = {"job_id": str(job_id), "flow": flow, "state": state, "waits": []}
+        job["waits"].append({"id": wait_id, "type": kind, "status": status})
+    return list(jobs.values())
 
 
 def _uuid(value: Any, what: str) -> uuid.UUID:

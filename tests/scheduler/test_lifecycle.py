@@ -130,3 +130,12 @@ def test_waits_are_rows(mode):
     job_id = schedule(mode, "family", {"children": [5]})
     kinds = sorted(Wait.objects.filter(job_id=job_id).values_list("type", "status"))
     assert kinds == [("event", "pending"), ("spawn", "done")]
+
+
+def test_list_blocking_jobs_longest_blocked_first_with_a_limit(mode):
+    first = schedule(mode, "parent_of_waiting_child")
+    schedule(mode, "parent_of_waiting_child")
+    listed = scheduler.list_blocking_jobs()
+    assert len(listed) == 4  # two parents on their child, two children on "go"
+    assert listed[0]["job_id"] == first
+    assert [job["job_id"] for job in scheduler.list_blocking_jobs(limit=1)] == [first]
