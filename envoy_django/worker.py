@@ -1,8 +1,10 @@
 """Worker processes: RQ SimpleWorkers on the Envoy queue, a heartbeat, the sweep.
 
 ``envoy_worker --concurrency N`` runs a supervisor that forks N worker
-processes, restarts any that die, and runs the recovery sweep every
-SWEEP_INTERVAL seconds. Each worker runs jobs in-process (no fork per job:
+processes, restarts any that die (backing off if they keep dying at once,
+e.g. while Redis is down), runs the recovery sweep every SWEEP_INTERVAL
+seconds, and runs RQ's scheduler (delayed retries and ``run_at``) itself.
+Each worker runs jobs in-process (no fork per job:
 a job already runs many transitions per RQ message), renews the leases of
 the job it holds from a heartbeat thread, and on the first SIGTERM finishes
 the transition in flight, hands the job back to the queue and exits.
@@ -32,6 +34,7 @@ from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
 log = logging.getLogger("envoy_django.worker")
 
 _stop = threading.Event()
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def perform(job_id: str) -> None:
@@ -126,7 +129,15 @@ def work(queue_name: str | None = None, *, burst: bool = False, with_scheduler: 
 
 
 class Supervisor:
-    """Runs N worker processes and the periodic sweep; restarts workers that die."""
+    """Runs N worker processes, the periodic sweep and RQ's scheduler; restarts workers that die.
+
+    RQ's scheduler runs here, not in a worker: RQ forks it from the worker
+    that takes its lock, so it outlived a SIGKILLed (or OOM-killed) worker as
+    an orphan, kept the lock, and survived the supervisor's own shutdown.
+    """
+
+    QUICK_EXIT = 1.0  # a worker that dies sooner than this after its start is restarted with a backoff
+    MAX_RESTART_DELAY = 5.0
 
     def __init__(self, concurrency: int, queue_name: str | None = None, burst: bool = False) -> None:
         self.concurrency = concurrency
@@ -135,13 +146,44 @@ class Supervisor:
         self.children: list[multiprocessing.Process] = []
         self.stopping = False
         self._context = multiprocessing.get_context("fork")
+        self._started: dict[int, float] = {}  # slot -> when its process started
+        self._quick_exits: dict[int, int] = {}  # slot -> consecutive quick exits
+        self._restart_at: dict[int, float] = {}  # slot -> when to start its next process
+        self._scheduler: Any = None
+        self._scheduler_failing = False
+        self._told_to_stop: set[int] = set()
 
-    def _spawn(self) -> multiprocessing.Process:
+    def _spawn(self, slot: int) -> multiprocessing.Process:
         connections.close_all()  # never share a database socket with a child
         process = self._context.Process(target=_child_main, args=(self.queue_name, self.burst), daemon=False)
-        process.start()
+        # The child must never run the supervisor's signal handler it inherits: a SIGTERM
+        # arriving before RQ installed its own was swallowed there, and the warm shutdown
+        # then waited forever. Held here, it reaches the child once _child_main is ready.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self._started[slot] = time.monotonic()
         log.info("worker process %s started", process.pid)
         return process
+
+    def _restart_dead(self) -> None:
+        """Start a new process for each dead one; after quick exits, wait 0.1s, 0.2s, ... up to 5s."""
+        now = time.monotonic()
+        for slot, child in enumerate(self.children):
+            if child.is_alive():
+                continue
+            if slot not in self._restart_at:
+                quick = now - self._started.get(slot, now) < self.QUICK_EXIT
+                self._quick_exits[slot] = self._quick_exits.get(slot, 0) + 1 if quick else 0
+                delay = min(0.1 * 2 ** (self._quick_exits[slot] - 1), self.MAX_RESTART_DELAY) if quick else 0.0
+                log.warning("worker process %s exited (%s); starting another%s", child.pid, child.exitcode,
+                            f" in {delay:.1f}s" if delay else "")
+                self._restart_at[slot] = now + delay
+            if now >= self._restart_at[slot]:
+                del self._restart_at[slot]
+                self.children[slot] = self._spawn(slot)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stopping:
@@ -151,32 +193,88 @@ class Supervisor:
             raise SystemExit(1)
         self.stopping = True
         log.info("warm shutdown: waiting for workers to finish their transition (signal again to force)")
+        self._tell_children_to_stop()
+
+    def _tell_children_to_stop(self) -> None:
+        """SIGTERM each live worker once, including one started while the signal arrived."""
         for child in self.children:
-            if child.is_alive():
+            if child.is_alive() and child.pid not in self._told_to_stop:
                 os.kill(child.pid, signal.SIGTERM)
+                self._told_to_stop.add(child.pid)
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         self.sweep()
-        self.children = [self._spawn() for _ in range(self.concurrency)]
+        self.schedule()
+        self.children = [self._spawn(slot) for slot in range(self.concurrency)]
         next_sweep = time.monotonic() + envoy_settings.SWEEP_INTERVAL
-        while True:
-            alive = [child for child in self.children if child.is_alive()]
-            if self.stopping or self.burst:
-                if not alive:
-                    break
-            else:
-                for child in self.children:
-                    if not child.is_alive():
-                        log.warning("worker process %s exited (%s); starting another", child.pid, child.exitcode)
-                        self.children[self.children.index(child)] = self._spawn()
-            if not self.stopping and time.monotonic() >= next_sweep:
+        next_schedule = time.monotonic() + 1.0
+        try:
+            while True:
+                alive = [child for child in self.children if child.is_alive()]
+                if self.stopping:
+                    self._tell_children_to_stop()
+                if self.stopping or self.burst:
+                    if not alive:
+                        break
+                else:
+                    self._restart_dead()
+                    alive = [child for child in self.children if child.is_alive()]
+                if not self.stopping and time.monotonic() >= next_schedule:
+                    self.schedule()
+                    next_schedule = time.monotonic() + 1.0  # RQ's own scheduler interval
+                if not self.stopping and time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = time.monotonic() + envoy_settings.SWEEP_INTERVAL
+                timeout = min(1.0, envoy_settings.SWEEP_INTERVAL)
+                if self._restart_at:
+                    timeout = max(0.0, min(timeout, min(self._restart_at.values()) - time.monotonic()))
+                wait_for_exit([child.sentinel for child in alive], timeout=timeout)
+            if self.burst:
+                self.schedule()
                 self.sweep()
-                next_sweep = time.monotonic() + envoy_settings.SWEEP_INTERVAL
-            wait_for_exit([child.sentinel for child in self.children], timeout=min(1.0, envoy_settings.SWEEP_INTERVAL))
-        if self.burst:
-            self.sweep()
+        finally:
+            self._stop_scheduler()
+
+    def schedule(self) -> None:
+        """Move due delayed messages (retries, ``run_at``) onto the queue, if this supervisor holds RQ's lock.
+
+        One scheduler per queue holds the lock at a time; the others try again
+        on every tick and take over within a minute of its holder dying (the
+        sweep enqueues overdue jobs in the meantime).
+        """
+        try:
+            if self._scheduler is None:
+                from rq.scheduler import RQScheduler
+
+                from envoy_django.dispatch.rq import get_queue
+
+                queue = get_queue() if self.queue_name is None else _named_queue(self.queue_name)
+                self._scheduler = RQScheduler([queue], connection=queue.connection, serializer=JSONSerializer,
+                                              logging_level=log.getEffectiveLevel())
+            scheduler = self._scheduler
+            if not scheduler.acquired_locks:
+                scheduler.acquire_locks()
+            if scheduler.acquired_locks:
+                scheduler.heartbeat()  # refreshes the lock, or drops it if another scheduler took it
+                scheduler.register_birth()  # rq:scheduler:<name> says which process (pid) holds it
+                scheduler.enqueue_scheduled_jobs()
+        except Exception as exc:  # Redis down: try again on the next tick, and say so once
+            if not self._scheduler_failing:
+                log.warning("RQ scheduler: %s: %s; retrying every second", type(exc).__name__, exc)
+            self._scheduler_failing = True
+        else:
+            if self._scheduler_failing:
+                log.info("RQ scheduler: working again")
+            self._scheduler_failing = False
+
+    def _stop_scheduler(self) -> None:
+        if self._scheduler is not None and self._scheduler.acquired_locks:
+            try:
+                self._scheduler.release_locks()
+            except Exception:
+                pass
 
     def sweep(self) -> None:
         try:
@@ -190,4 +288,6 @@ class Supervisor:
 
 def _child_main(queue_name: str | None, burst: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor relays Ctrl+C as SIGTERM
-    work(queue_name, burst=burst)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until RQ installs its warm shutdown: nothing to finish yet
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see Supervisor._spawn
+    work(queue_name, burst=burst, with_scheduler=False)  # the supervisor runs RQ's scheduler

@@ -29,8 +29,11 @@ def enqueue(job_id: UUID | str, at: dt.datetime | None = None) -> None:
     queue = get_queue()
     rq_id = f"envoy-{job_id}-{uuid.uuid4().hex[:8]}"
     options = dict(job_id=rq_id, result_ttl=0, failure_ttl=24 * 3600, job_timeout=-1)
+    # Record the message id before pushing it: this UPDATE holds the job's row
+    # lock until it commits, and a worker that picked the message up meanwhile
+    # would skip the locked row (SKIP LOCKED) and leave the job to the sweep.
+    Job.objects.filter(pk=job_id).update(rq_job_id=rq_id, enqueued_at=timezone.now())
     if at is not None and at > timezone.now():
         queue.enqueue_at(at, PERFORM, str(job_id), **options)
     else:
         queue.enqueue(PERFORM, str(job_id), **options)
-    Job.objects.filter(pk=job_id).update(rq_job_id=rq_id, enqueued_at=timezone.now())

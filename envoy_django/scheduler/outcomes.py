@@ -24,6 +24,7 @@ from envoy_django.models import (
     Wait,
     WaitStatus,
 )
+from envoy_django.payloads import storable_text
 
 # How a child's end resolves the parent's wait on it.
 _CHILD_WAIT_STATUS = {
@@ -50,12 +51,12 @@ def lock_with_parent(job_id: Any) -> Job | None:
 
 
 def format_exception(exc: BaseException) -> tuple[str, str, str]:
-    """(type name, message, traceback) of the exception a user cares about."""
+    """(type name, message, traceback) of the exception a user cares about, storable as text."""
     original = getattr(exc, "original", None) or exc
     return (
         type(original).__qualname__,
-        str(exc),
-        "".join(tb_module.format_exception(type(original), original, original.__traceback__)),
+        storable_text(str(exc)),
+        storable_text("".join(tb_module.format_exception(type(original), original, original.__traceback__))),
     )
 
 
@@ -76,7 +77,7 @@ def finish_job(
     now = timezone.now()
     values = dict(
         status=status,
-        error=error,
+        error=storable_text(error),  # an operator's reason or ctx.error() may hold a NUL character
         error_type=error_type,
         traceback=traceback,
         finished_at=now,

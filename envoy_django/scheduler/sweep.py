@@ -95,15 +95,20 @@ def _requeue_unheld_pending(now: dt.datetime) -> int:
     due = Q(run_after__isnull=True, updated_at__lt=grace) | Q(run_after__lte=now)
     jobs = list(Job.objects.filter(due, status=JobStatus.PENDING).only("pk", "rq_job_id", "run_after")[:BATCH])
     if envoy_settings.EXECUTION == "rq":
-        held = _held_by_queue([job.rq_job_id for job in jobs if job.rq_job_id])
+        # A scheduled message is trusted until its time plus the grace: past that,
+        # RQ's scheduler, which should have moved it to the queue, is not running
+        # (its lock outlives a killed process by a minute), so enqueue it now. If
+        # the late message arrives after all, the claim makes it a no-op.
+        overdue = {job.rq_job_id for job in jobs if job.run_after and job.run_after < grace}
+        held = _held_by_queue([job.rq_job_id for job in jobs if job.rq_job_id], overdue)
         jobs = [job for job in jobs if job.rq_job_id not in held]
     for job in jobs:
         enqueue_on_commit(job.pk)
     return len(jobs)
 
 
-def _held_by_queue(rq_ids: list[str]) -> set[str]:
-    """RQ job ids still waiting in a queue or its scheduled registry."""
+def _held_by_queue(rq_ids: list[str], overdue: set[str] = frozenset()) -> set[str]:
+    """RQ job ids still waiting in a queue, or in its scheduled registry and not ``overdue``."""
     if not rq_ids:
         return set()
     from rq.job import Job as RQJob
@@ -114,10 +119,11 @@ def _held_by_queue(rq_ids: list[str]) -> set[str]:
     queue = get_queue()
     held = set()
     for rq_job in RQJob.fetch_many(rq_ids, connection=queue.connection, serializer=queue.serializer):
-        if rq_job is not None and rq_job.get_status(refresh=False) in (
-            RQStatus.QUEUED,
-            RQStatus.SCHEDULED,
-            RQStatus.DEFERRED,
+        if rq_job is None:
+            continue
+        status = rq_job.get_status(refresh=False)
+        if status in (RQStatus.QUEUED, RQStatus.DEFERRED) or (
+            status == RQStatus.SCHEDULED and rq_job.id not in overdue
         ):
             held.add(rq_job.id)
     return held

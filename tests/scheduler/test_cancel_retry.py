@@ -122,3 +122,21 @@ def test_sweep_recovers_a_job_whose_worker_died():
     counts = scheduler.cleanup_orphaned_jobs()
     assert counts["expired_leases"] == 1
     assert scheduler.get_job(job_id).status == "done"
+
+
+def test_a_failed_step_records_the_phase_that_failed():
+    from envoy_django import StateFlow, register
+    from envoy_django.registry import unregister
+
+    def boom(ctx):
+        raise RuntimeError("exit failed")
+
+    register("fails_on_exit", StateFlow([{"name": "A", "on_state": lambda ctx: ctx, "on_exit": boom}]))
+    try:
+        with override_settings(ENVOY={"MAX_RETRIES": 0}):
+            job = scheduler.get_job(scheduler.schedule("fails_on_exit"))
+    finally:
+        unregister("fails_on_exit")
+    assert list(job.steps.order_by("pk").values_list("phase", "error")) == [
+        ("state", ""), ("exit", "on_exit of state 'A' raised RuntimeError: exit failed"),
+    ]

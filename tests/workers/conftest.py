@@ -50,6 +50,7 @@ class Workers:
              "--settings", "tests.settings", "-v", "0"],
             cwd=ROOT,
             env={**self.env, **(extra_env or {})},
+            start_new_session=True,  # so stop() can end the supervisor's workers with it
         )
         self.processes.append(process)
         return process
@@ -62,8 +63,12 @@ class Workers:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL) if False else process.kill()
-                process.wait()
+                pass
+            try:
+                os.killpg(process.pid, signal.SIGKILL)  # anything of it still alive, orphans included
+            except ProcessLookupError:
+                pass
+            process.wait()
 
 
 @pytest.fixture
