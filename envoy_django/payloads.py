@@ -21,6 +21,11 @@ def check_payload(value: Any, what: str) -> None:
     if found:
         raise PayloadError(f"{what} is not JSON-serializable: {found or 'value'}")
     check_text(value, what)
+    check_size(value, what)
+
+
+def check_size(value: Any, what: str) -> None:
+    """Raise PayloadTooLargeError if ``value`` (known to be JSON) exceeds MAX_PAYLOAD_BYTES."""
     limit = envoy_settings.MAX_PAYLOAD_BYTES
     size = len(json.dumps(value, separators=(",", ":")).encode())
     if limit and size > limit:

@@ -30,7 +30,7 @@ from envoy_django.exceptions import (
 )
 from envoy_django.flow import Context, StateFlow
 from envoy_django.models import Escalation, Job, JobStatus, Step, Wait, WaitType
-from envoy_django.payloads import check_payload, check_text
+from envoy_django.payloads import check_size, check_text
 from envoy_django.registry import get_flow
 from envoy_django.scheduler.outcomes import (
     finish_job,
@@ -152,14 +152,18 @@ class _Run:
         return ctx
 
     def _check_size(self, ctx: Context) -> None:
-        """Refuse, before the commit, what the job's row could not store (a DataError there would recur)."""
-        state = ctx.state()
-        check_payload(ctx.output(), f"output of job {self.job.pk} in state {state!r}")
-        check_payload(ctx._s["data"], f"data of job {self.job.pk} in state {state!r}")
+        """Refuse, before the commit, what the job's row could not store (a DataError there would recur).
+
+        The engine already refused non-JSON values, so one walk for text
+        PostgreSQL cannot hold and one size measure per value are enough.
+        """
+        where = f"of job {self.job.pk} in state {ctx.state()!r}"
+        check_size(ctx.output(), f"output {where}")
+        check_size(ctx._s["data"], f"data {where}")
         for wait in ctx._s["waits"].values():  # a child's input, an escalation's message and inputs
             if wait["status"] == "pending":
-                check_payload(wait["params"], f"{wait['type']} {wait['id']!r} of job {self.job.pk} in state {state!r}")
-        check_text(ctx._s, f"context of job {self.job.pk} in state {state!r}")  # e.g. ctx.error(...)
+                check_size(wait["params"], f"{wait['type']} {wait['id']!r} {where}")
+        check_text(ctx._s, f"context {where}")  # output, data, waits, ctx.error(...)
 
     # --- committing --------------------------------------------------------
 
