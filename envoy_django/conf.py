@@ -24,13 +24,18 @@ DEFAULTS: dict[str, Any] = {
     "RETRY_BACKOFF_MAX": 300.0,
     # A running job's lease; renewed by a heartbeat every LEASE_SECONDS / 3.
     "LEASE_SECONDS": 30.0,
-    # How often each envoy_worker runs the recovery sweep.
+    # How often each envoy_worker (or envoy_sweep) runs the recovery sweep.
     "SWEEP_INTERVAL": 10.0,
+    # A job claimed this many times without committing anything fails as a poison job.
+    "MAX_CLAIMS": 10,
     # Largest input, output, data or reply accepted, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
 }
 
-NUMERIC_KEYS = ("MAX_RETRIES", "RETRY_BACKOFF", "RETRY_BACKOFF_MAX", "LEASE_SECONDS", "SWEEP_INTERVAL", "MAX_PAYLOAD_BYTES")
+NUMERIC_KEYS = (
+    "MAX_RETRIES", "RETRY_BACKOFF", "RETRY_BACKOFF_MAX", "LEASE_SECONDS", "SWEEP_INTERVAL", "MAX_CLAIMS",
+    "MAX_PAYLOAD_BYTES",
+)
 
 
 class EnvoySettings:

@@ -58,6 +58,18 @@ class HandlerError(EnvoyError):
 # --- scheduler ---------------------------------------------------------------
 
 
+class InvalidArgumentError(EnvoyError, ValueError):
+    """An argument to an envoy-django call has the wrong type or does not fit its column."""
+
+
+class IdempotencyConflictError(EnvoyError):
+    """The idempotency key already belongs to a job of another flow or with other input."""
+
+    def __init__(self, message: str | None = None, *, job_id: str | None = None) -> None:
+        self.job_id = job_id  # the job that holds the key
+        super().__init__(message)
+
+
 class NotReadyError(EnvoyError):
     """envoy-django was used before Django's app registry was ready."""
 

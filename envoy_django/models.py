@@ -13,6 +13,10 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from envoy_django.flow.context import MAX_NAME, MAX_USERNAME, MAX_WAIT_ID
+
+MAX_IDEMPOTENCY_KEY = 255
+
 
 class JobStatus(models.TextChoices):
     """The original Envoy's job statuses."""
@@ -54,9 +58,9 @@ class EscalationStatus(models.TextChoices):
 
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    flow = models.CharField(max_length=200)
+    flow = models.CharField(max_length=MAX_NAME)
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
-    state = models.CharField(max_length=200, blank=True, help_text="The state the job is in or will run next.")
+    state = models.CharField(max_length=MAX_NAME, blank=True, help_text="The state the job is in or will run next.")
     step = models.PositiveIntegerField(default=1)
     max_steps = models.PositiveIntegerField(default=25)
     context = models.JSONField(default=dict, help_text="The checkpoint: the serialized flow context.")
@@ -66,16 +70,20 @@ class Job(models.Model):
     error_type = models.CharField(max_length=200, blank=True)
     traceback = models.TextField(blank=True)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
-    parent_wait_id = models.CharField(max_length=100, blank=True)
+    parent_wait_id = models.CharField(max_length=MAX_WAIT_ID, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Failed attempts of the current phase.")
+    claims = models.PositiveIntegerField(
+        default=0, help_text="Claims since the job last committed anything; too many fail it as a poison job."
+    )
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=500, blank=True)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=MAX_IDEMPOTENCY_KEY, null=True, blank=True, unique=True)
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     run_after = models.DateTimeField(null=True, blank=True)
-    enqueued_at = models.DateTimeField(null=True, blank=True)
-    rq_job_id = models.CharField(max_length=64, blank=True)
+    enqueued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the job was last handed to a worker; the sweep re-sends it if unclaimed."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -89,6 +97,7 @@ class Job(models.Model):
             models.Index(fields=["flow", "-created_at"], name="envoy_job_flow_created"),
             models.Index(fields=["lease_expires_at"], condition=Q(status="running"), name="envoy_job_running_lease"),
             models.Index(fields=["run_after"], condition=Q(status="pending"), name="envoy_job_pending_due"),
+            models.Index(fields=["enqueued_at"], condition=Q(status="pending"), name="envoy_job_pending_sent"),
             models.Index(fields=["updated_at"], condition=Q(status="blocking"), name="envoy_job_blocking"),
         ]
 
@@ -116,9 +125,9 @@ class Step(models.Model):
     id = models.BigAutoField(primary_key=True)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps")
     number = models.PositiveIntegerField(help_text="ctx.step() when the phase ran.")
-    state = models.CharField(max_length=200)
+    state = models.CharField(max_length=MAX_NAME)
     phase = models.CharField(max_length=16)
-    next_state = models.CharField(max_length=200, blank=True)
+    next_state = models.CharField(max_length=MAX_NAME, blank=True)
     attempt = models.PositiveIntegerField(default=1)
     input = models.JSONField(null=True, blank=True)
     output = models.JSONField(null=True, blank=True)
@@ -150,7 +159,7 @@ class Wait(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="waits")
-    wait_id = models.CharField(max_length=100)
+    wait_id = models.CharField(max_length=MAX_WAIT_ID)
     type = models.CharField(max_length=16, choices=WaitType.choices)
     status = models.CharField(max_length=16, choices=WaitStatus.choices, default=WaitStatus.PENDING)
     params = models.JSONField(default=dict, blank=True)
@@ -179,8 +188,8 @@ class Wait(models.Model):
 class Escalation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="escalations")
-    wait_id = models.CharField(max_length=100)
-    user = models.CharField(max_length=150, help_text="Username of the person asked.")
+    wait_id = models.CharField(max_length=MAX_WAIT_ID)
+    user = models.CharField(max_length=MAX_USERNAME, help_text="Username of the person asked.")
     message = models.TextField()
     inputs = models.JSONField(default=list, blank=True)
     on_reject = models.CharField(max_length=16, default="fail")
@@ -189,7 +198,7 @@ class Escalation(models.Model):
     replied_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    replied_by_username = models.CharField(max_length=150, blank=True)
+    replied_by_username = models.CharField(max_length=MAX_USERNAME, blank=True)
     replied_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from envoy_django.exceptions import NotReadyError, UnknownFlowError
+from envoy_django.exceptions import FlowDefinitionError, NotReadyError, UnknownFlowError
+from envoy_django.flow.context import MAX_NAME
+from envoy_django.flow.values import short_repr
 
 if TYPE_CHECKING:
     from envoy_django.flow import StateFlow
@@ -21,12 +23,16 @@ def register(name: str, flow: "StateFlow", *, replace: bool = False) -> "StateFl
     """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``."""
     from envoy_django.flow import StateFlow
 
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ValueError(f"flow name must be a non-empty string of at most 200 characters, got {name!r}")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise FlowDefinitionError(
+            f"flow name must be a non-empty string of at most {MAX_NAME} characters, got {short_repr(name)}"
+        )
     if not isinstance(flow, StateFlow):
-        raise TypeError(f"register({name!r}, ...) needs a StateFlow, got {type(flow).__name__}")
+        raise FlowDefinitionError(f"register({name!r}, ...) needs a StateFlow, got {type(flow).__name__}")
     if name in _flows and _flows[name] is not flow and not replace:
-        raise ValueError(f"a different flow is already registered as {name!r}; pass replace=True to swap it")
+        raise FlowDefinitionError(
+            f"a different flow is already registered as {name!r}; pass replace=True to swap it"
+        )
     _flows[name] = flow
     return flow
 
@@ -36,13 +42,15 @@ def unregister(name: str) -> None:
 
 
 def get_flow(name: str) -> "StateFlow":
+    if not isinstance(name, str):
+        raise UnknownFlowError(f"a flow name is a string, got {short_repr(name)}")
     try:
         return _flows[name]
     except KeyError:
         pass
     _require_ready()
     known = ", ".join(sorted(_flows)) or "none"
-    raise UnknownFlowError(f"no flow is registered as {name!r} (registered: {known})")
+    raise UnknownFlowError(f"no flow is registered as {short_repr(name)} (registered: {known})")
 
 
 def registered() -> dict[str, "StateFlow"]:

@@ -22,14 +22,12 @@ from multiprocessing.connection import wait as wait_for_exit
 from typing import Any
 
 from django.db import close_old_connections, connections
-from django.utils import timezone
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
 
 from envoy_django.conf import envoy_settings
-from envoy_django.models import Job, JobStatus
-from envoy_django.scheduler.executor import default_owner, lease_until, run_job
-from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
+from envoy_django.scheduler.executor import run_job
+from envoy_django.sweeper import sweep_once
 
 log = logging.getLogger("envoy_django.worker")
 
@@ -39,65 +37,11 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 def perform(job_id: str) -> None:
     """The function every Envoy RQ message calls: run one job."""
-    owner = default_owner()
     close_old_connections()
-    heartbeat = Heartbeat.for_process()
-    heartbeat.hold(job_id, owner)
     try:
-        run_job(job_id, owner=owner, should_stop=_stop.is_set)
+        run_job(job_id, should_stop=_stop.is_set)
     finally:
-        heartbeat.release(job_id)
         close_old_connections()
-
-
-class Heartbeat(threading.Thread):
-    """Renews the lease of the job this process runs, every LEASE_SECONDS / 3.
-
-    One thread per process, started on first use; it touches only rows this
-    process still owns, so a lease taken over by another worker stays theirs.
-    """
-
-    _instance: "Heartbeat | None" = None
-    _pid: int | None = None
-
-    def __init__(self) -> None:
-        super().__init__(name="envoy-heartbeat", daemon=True)
-        self._held: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-
-    @classmethod
-    def for_process(cls) -> "Heartbeat":
-        if cls._instance is None or cls._pid != os.getpid():
-            cls._instance = cls()
-            cls._pid = os.getpid()
-            cls._instance.start()
-        return cls._instance
-
-    def hold(self, job_id: str, owner: str) -> None:
-        with self._lock:
-            self._held[job_id] = owner
-
-    def release(self, job_id: str) -> None:
-        with self._lock:
-            self._held.pop(job_id, None)
-
-    def run(self) -> None:
-        while True:
-            self._wake.wait(max(envoy_settings.LEASE_SECONDS / 3, 0.05))
-            with self._lock:
-                held = dict(self._held)
-            if not held:
-                continue
-            try:
-                now = timezone.now()
-                for job_id, owner in held.items():
-                    Job.objects.filter(pk=job_id, lease_owner=owner, status=JobStatus.RUNNING).update(
-                        lease_expires_at=lease_until(now)
-                    )
-            except Exception:  # a lost connection must not kill the thread
-                log.exception("heartbeat: could not renew leases")
-                connections["default"].close()
 
 
 class EnvoyWorker(SimpleWorker):
@@ -277,13 +221,7 @@ class Supervisor:
                 pass
 
     def sweep(self) -> None:
-        try:
-            cleanup_orphaned_jobs()
-        except Exception:
-            log.exception("sweep failed; will try again in %ss", envoy_settings.SWEEP_INTERVAL)
-            connections.close_all()
-        finally:
-            close_old_connections()
+        sweep_once()
 
 
 def _child_main(queue_name: str | None, burst: bool) -> None:

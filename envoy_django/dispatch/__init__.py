@@ -1,29 +1,33 @@
 """How "run job X" reaches a worker. Carries job ids only.
 
-``enqueue`` is always called from ``transaction.on_commit``: a worker must
-never receive a job whose row it cannot see yet.
+A dispatcher is called from ``scheduler.aftercommit`` once the transaction
+that made the job runnable has committed (a worker must never receive a job
+whose row it cannot see). ``ENVOY["EXECUTION"]`` picks it: ``"rq"`` pushes
+the id onto the django-rq queue for ``envoy_worker`` processes;
+``"immediate"`` runs the job in the calling process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from uuid import UUID
+from typing import Protocol
 
 from envoy_django.conf import envoy_settings
 
 
-def enqueue(job_id: UUID | str, at: dt.datetime | None = None) -> None:
+class Dispatcher(Protocol):
+    def enqueue(self, job_id: str, at: dt.datetime | None = None) -> None:
+        """Hand ``job_id`` to a worker, to run at ``at`` (now if None). May raise: the caller logs it."""
+
+    def run_enqueued(self) -> None:
+        """Run what was handed over, if this dispatcher runs jobs itself; never raises."""
+
+
+def get_dispatcher() -> Dispatcher:
     if envoy_settings.EXECUTION == "rq":
-        from envoy_django.dispatch import rq
+        from envoy_django.dispatch.rq import RQDispatcher
 
-        rq.enqueue(job_id, at)
-    else:
-        from envoy_django.dispatch import immediate
+        return RQDispatcher()
+    from envoy_django.dispatch.immediate import dispatcher
 
-        immediate.enqueue(job_id, at)
-
-
-def enqueue_on_commit(job_id: UUID | str, at: dt.datetime | None = None) -> None:
-    from django.db import transaction
-
-    transaction.on_commit(lambda: enqueue(job_id, at))
+    return dispatcher

@@ -1,8 +1,10 @@
-"""Run jobs in the calling process, right after the scheduling transaction commits.
+"""Run jobs in the calling process, right after the transaction that made them runnable.
 
 The embedded default (no Redis). Work a job makes runnable - children,
-parents they resume, retries - is queued here and drained before the
-outermost call returns, so callers see every touched job settled.
+parents they resume, retries - joins the same in-process queue, which is
+run to the end before the outermost call returns, so callers see every
+touched job settled. Delayed work (``run_at``) is left to the sweep, which
+runs it once it is due (``envoy_worker`` or ``envoy_sweep`` in this mode).
 """
 
 from __future__ import annotations
@@ -11,39 +13,49 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from uuid import UUID
+from typing import Callable
 
-_local = threading.local()
+from django.utils import timezone
+
 log = logging.getLogger("envoy_django.dispatch")
 
 
-def enqueue(job_id: UUID | str, at: dt.datetime | None = None) -> None:
-    if at is not None:
-        # Delayed work (run_at) waits for a sweep to find it due.
-        return
-    queue: deque | None = getattr(_local, "queue", None)
-    if queue is None:
-        queue = _local.queue = deque()
-    queue.append(str(job_id))
-    if getattr(_local, "draining", False):
-        return
-    from envoy_django.scheduler.executor import run_job
+class ImmediateDispatcher(threading.local):
+    """One queue per thread: a thread runs only the jobs its own calls made runnable."""
 
-    _local.draining = True
-    first_error: Exception | None = None
-    try:
-        while queue:
-            job_id = queue.popleft()
-            try:
-                run_job(job_id)
-            except Exception as exc:
-                # One job's infrastructure failure (say, a lost database
-                # connection) must not strand the others queued behind it;
-                # the sweep recovers this one from its last checkpoint.
-                log.exception("job %s: could not run it in this process", job_id)
-                first_error = first_error or exc
-    finally:
-        _local.draining = False
-        queue.clear()
-    if first_error is not None:
-        raise first_error
+    def __init__(self) -> None:
+        self.queue: deque[str] = deque()
+        self.running = False
+        # Set by a sweeper process (envoy_worker in this mode) for its warm shutdown.
+        self.should_stop: Callable[[], bool] | None = None
+
+    def enqueue(self, job_id: str, at: dt.datetime | None = None) -> None:
+        if at is not None and at > timezone.now():
+            return
+        self.queue.append(job_id)
+
+    def run_enqueued(self) -> None:
+        if self.running:
+            return  # an outer call in this thread is running the queue; it will get to these
+        from envoy_django.scheduler.executor import run_job
+
+        self.running = True
+        try:
+            while self.queue:
+                if self.should_stop and self.should_stop():
+                    # Each is committed as pending and sent: the next sweep runs it.
+                    self.queue.clear()
+                    break
+                job_id = self.queue.popleft()
+                try:
+                    run_job(job_id, should_stop=self.should_stop)
+                except Exception:
+                    # The run loop records every failure it can; this is one it
+                    # could not (say, the database went away). The job keeps its
+                    # last checkpoint, and the sweep runs it again.
+                    log.exception("job %s: could not run it in this process; the sweep will retry it", job_id)
+        finally:
+            self.running = False
+
+
+dispatcher = ImmediateDispatcher()

@@ -16,6 +16,8 @@ from envoy_django.exceptions import (
     PayloadError,
     WaitNotFoundError,
 )
+from envoy_django.flow.values import copy_json as _copy_json
+from envoy_django.flow.values import find_invalid, short_repr
 
 FORMAT_VERSION = 1
 PHASES = ("enter", "state", "exit", "route")
@@ -26,52 +28,20 @@ WAIT_STATUSES = ("resolved", "done", "failed", "cancelled", "approved", "rejecte
 ESCALATION_INPUT_TYPES = ("select", "comment", "approve")
 ON_REJECT = ("fail", "continue")
 
+# The lengths of the columns these end up in (models.py uses the same numbers).
+MAX_NAME = 200  # flow and state names
+MAX_WAIT_ID = 100
+MAX_USERNAME = 150  # Django's own username length
+MAX_TIMEOUT = 100 * 365 * 24 * 3600.0  # seconds: a date past that overflows the calendar soon enough
+
 _MISSING: Any = object()
 
 
-def find_non_json(value: Any, path: str) -> str | None:
-    """Return the path of the first value JSON cannot carry losslessly, or None.
-
-    Tuples, sets, NaN and non-string keys are refused rather than coerced,
-    because a checkpoint must read back exactly as it was written.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return None
-    if isinstance(value, int):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} ({value!r} is not finite)"
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = find_non_json(item, f"{path}[{index}]")
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return f"{path} (key {key!r} is not a string)"
-            found = find_non_json(item, f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    return f"{path} ({type(value).__name__} is not JSON)"
-
-
 def ensure_json(value: Any, path: str, where: str) -> None:
-    """Raise PayloadError naming ``where`` and the offending key."""
-    found = find_non_json(value, path)
+    """Raise PayloadError naming ``where`` and the offending key (see ``values.find_invalid``)."""
+    found = find_invalid(value, path)
     if found:
         raise PayloadError(f"{where}: {found}")
-
-
-def _copy_json(value: Any) -> Any:
-    """Deep-copy JSON data; faster than copy.deepcopy for plain trees."""
-    if isinstance(value, dict):
-        return {k: _copy_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy_json(v) for v in value]
-    return value
 
 
 def new_wait_id(prefix: str) -> str:
@@ -162,32 +132,45 @@ class Context:
         self._s["done"] = "error"
         return self._s["error"]
 
-    def progress(self, fraction: Any = _MISSING, message: str | None = None) -> dict | None:
+    def progress(self, fraction: Any = _MISSING, message: Any = None) -> dict | None:
         """Report progress (0..1) for the admin; without arguments, read it."""
         if fraction is _MISSING:
             return self._s["progress"]
+        where = f"progress in state {self.state()!r}"
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+            raise FlowError(f"{where} must be a number between 0 and 1, got {short_repr(fraction)}")
         fraction = float(fraction)
         if not 0.0 <= fraction <= 1.0:
-            raise FlowError(f"progress in state {self.state()!r} must be between 0 and 1, got {fraction}")
-        self._s["progress"] = {"fraction": fraction, "message": message}
+            raise FlowError(f"{where} must be between 0 and 1, got {fraction}")
+        self._s["progress"] = {"fraction": fraction, "message": None if message is None else str(message)}
         return self._s["progress"]
 
     # --- waits ---------------------------------------------------------------
 
     def spawn(self, flow_name: str, input: Any = None) -> str:
         """Start a child job of ``flow_name``; the flow blocks until it ends."""
-        if not isinstance(flow_name, str) or not flow_name:
-            raise FlowError(f"spawn in state {self.state()!r}: flow name must be a non-empty string")
+        if not isinstance(flow_name, str) or not flow_name or len(flow_name) > MAX_NAME:
+            raise FlowError(
+                f"spawn in state {self.state()!r}: flow name must be a non-empty string of at most "
+                f"{MAX_NAME} characters, got {short_repr(flow_name)}"
+            )
         wait_id = new_wait_id("spawn")
         self._add_wait(wait_id, "spawn", {"flow": flow_name, "input": input}, None)
         return wait_id
 
     def wait_for(self, items: str | dict | Iterable[str | dict], timeout: float | None = None) -> list[str]:
         """Block until outside events resolve each wait id (or ``timeout`` seconds pass)."""
+        where = f"wait_for in state {self.state()!r}"
         if isinstance(items, (str, dict)):
             items = [items]
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise FlowError(f"wait_for in state {self.state()!r}: timeout must be a positive number of seconds")
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT
+        ):
+            raise FlowError(
+                f"{where}: timeout must be a positive, finite number of seconds (at most "
+                f"{MAX_TIMEOUT:.0f}), got {short_repr(timeout)}"
+            )
         ids = []
         for item in items:
             if isinstance(item, str):
@@ -195,14 +178,15 @@ class Context:
             elif isinstance(item, dict) and isinstance(item.get("id"), str):
                 wait_id, kind, params = item["id"], item.get("type", "event"), item.get("params") or {}
             else:
+                raise FlowError(f"{where}: each item must be an id string or a dict with an 'id', got {short_repr(item)}")
+            if not wait_id or len(wait_id) > MAX_WAIT_ID:
                 raise FlowError(
-                    f"wait_for in state {self.state()!r}: each item must be an id string "
-                    f"or a dict with an 'id', got {item!r}"
+                    f"{where}: a wait id must be a non-empty string of at most {MAX_WAIT_ID} characters, "
+                    f"got {short_repr(wait_id)}"
                 )
             if kind != "event":
                 raise FlowError(
-                    f"wait_for in state {self.state()!r}: wait {wait_id!r} has type {kind!r}; "
-                    "use ctx.spawn() or ctx.escalate() for those"
+                    f"{where}: wait {wait_id!r} has type {short_repr(kind)}; use ctx.spawn() or ctx.escalate() for those"
                 )
             self._add_wait(wait_id, "event", params, timeout)
             ids.append(wait_id)
@@ -211,10 +195,15 @@ class Context:
     def escalate(self, user: str, message: str, inputs: list[dict] | None = None, on_reject: str = "fail") -> str:
         """Ask a person (a username) to approve or reject, with form inputs."""
         state = self.state()
-        if not isinstance(user, str) or not user:
-            raise EscalationError(f"escalate in state {state!r}: user must be a username")
+        if not isinstance(user, str) or not user or len(user) > MAX_USERNAME:
+            raise EscalationError(
+                f"escalate in state {state!r}: user must be a username of at most {MAX_USERNAME} characters, "
+                f"got {short_repr(user)}"
+            )
         if on_reject not in ON_REJECT:
-            raise EscalationError(f"escalate in state {state!r}: on_reject must be 'fail' or 'continue', got {on_reject!r}")
+            raise EscalationError(
+                f"escalate in state {state!r}: on_reject must be 'fail' or 'continue', got {short_repr(on_reject)}"
+            )
         inputs = validate_escalation_inputs(inputs or [], f"escalate in state {state!r}")
         wait_id = new_wait_id("escalation")
         params = {"user": user, "message": str(message), "inputs": inputs, "on_reject": on_reject}
@@ -239,7 +228,7 @@ class Context:
     def resolve(self, wait_id: str, status: str, value: Any = None, error: str | None = None) -> None:
         """Record a wait's outcome; called by the scheduler, not by handlers."""
         if status not in WAIT_STATUSES:
-            raise FlowError(f"wait {wait_id!r}: unknown status {status!r}")
+            raise FlowError(f"wait {wait_id!r}: unknown status {short_repr(status)}")
         wait = self._wait(wait_id)
         wait.update(status=status, value=value, error=error)
 
@@ -247,7 +236,7 @@ class Context:
         try:
             return self._s["waits"][wait_id]
         except KeyError:
-            raise WaitNotFoundError(f"state {self.state()!r} has no wait {wait_id!r}") from None
+            raise WaitNotFoundError(f"state {self.state()!r} has no wait {short_repr(wait_id)}") from None
 
     def _add_wait(self, wait_id: str, kind: str, params: dict, timeout: float | None) -> None:
         existing = self._s["waits"].get(wait_id)
@@ -274,7 +263,7 @@ class Context:
     @classmethod
     def from_serialized(cls, data: dict[str, Any]) -> "Context":
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
-            raise FlowError(f"not a serialized envoy context (version {FORMAT_VERSION}): {str(data)[:80]!r}")
+            raise FlowError(f"not a serialized envoy context (version {FORMAT_VERSION}): {short_repr(data, 80)}")
         missing = {"state", "phase", "step", "input", "output", "data", "done", "error", "waits"} - data.keys()
         if missing:
             raise FlowError(f"serialized context lacks {sorted(missing)}")
@@ -299,7 +288,7 @@ class Context:
 
 def _split_key(key: str) -> list[str]:
     if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
-        raise FlowError(f"data key must be a non-empty dotted string, got {key!r}")
+        raise FlowError(f"data key must be a non-empty dotted string, got {short_repr(key)}")
     return key.split(".")
 
 
@@ -320,11 +309,11 @@ def validate_escalation_inputs(inputs: Any, where: str) -> list[dict]:
         kind = spec.get("type")
         if kind not in ESCALATION_INPUT_TYPES:
             raise EscalationError(
-                f"{where}: input {input_id!r} has unknown type {kind!r} "
+                f"{where}: input {short_repr(input_id)} has unknown type {short_repr(kind)} "
                 f"(expected one of {', '.join(ESCALATION_INPUT_TYPES)})"
             )
         if input_id in seen:
-            raise EscalationError(f"{where}: input id {input_id!r} is used twice")
+            raise EscalationError(f"{where}: input id {short_repr(input_id)} is used twice")
         seen.add(input_id)
         item = {"id": input_id, "type": kind, "label": str(spec.get("label") or input_id),
                 "required": bool(spec.get("required", kind == "select"))}
@@ -333,7 +322,7 @@ def validate_escalation_inputs(inputs: Any, where: str) -> list[dict]:
             if isinstance(options, list):
                 options = {str(o): str(o) for o in options}
             if not isinstance(options, dict) or not options:
-                raise EscalationError(f"{where}: select input {input_id!r} needs non-empty 'options'")
+                raise EscalationError(f"{where}: select input {short_repr(input_id)} needs non-empty 'options'")
             item["options"] = {str(k): str(v) for k, v in options.items()}
         cleaned.append(item)
     return cleaned

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from envoy_django.exceptions import FlowDefinitionError
+from envoy_django.flow.context import MAX_NAME
 
 Handler = Callable[..., Any]
 
@@ -91,8 +92,8 @@ def normalize_state(spec: State | dict, index: int) -> State:
     if not isinstance(spec, dict):
         raise FlowDefinitionError(f"state {index} must be a dict or State, got {type(spec).__name__}")
     name = spec.get("name")
-    if not isinstance(name, str) or not name:
-        raise FlowDefinitionError(f"state {index} needs a non-empty string 'name'")
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise FlowDefinitionError(f"state {index} needs a 'name': a non-empty string of at most {MAX_NAME} characters")
     unknown = set(spec) - STATE_KEYS
     if unknown:
         raise FlowDefinitionError(f"state {name!r} has unknown keys {sorted(unknown)} (allowed: {sorted(STATE_KEYS)})")

@@ -11,20 +11,24 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.utils import timezone
 
 from envoy_django import signals
-from envoy_django.dispatch import enqueue_on_commit
 from envoy_django.exceptions import (
     EscalationAlreadyRepliedError,
     EscalationError,
     EscalationNotFoundError,
+    IdempotencyConflictError,
+    InvalidArgumentError,
     JobNotFoundError,
     JobStateError,
     WaitNotFoundError,
 )
+from envoy_django.flow.context import MAX_USERNAME, MAX_WAIT_ID
+from envoy_django.flow.values import short_repr
 from envoy_django.models import (
+    MAX_IDEMPOTENCY_KEY,
     Escalation,
     EscalationStatus,
     Job,
@@ -33,15 +37,9 @@ from envoy_django.models import (
     WaitStatus,
     WaitType,
 )
-from envoy_django.payloads import check_payload
+from envoy_django.payloads import check_name, check_payload
 from envoy_django.registry import get_flow
-from envoy_django.scheduler.outcomes import (
-    finish_job,
-    lock_job,
-    lock_with_parent,
-    resolve_wait,
-    send_on_commit,
-)
+from envoy_django.scheduler import aftercommit, transitions, waits
 from envoy_django.scheduler.replies import clean_reply
 
 
@@ -54,34 +52,51 @@ def schedule(
 ) -> str:
     """Create a job of the flow registered as ``name``; return its id.
 
-    ``run_at`` delays the start. A second call with the same
-    ``idempotency_key`` returns the first job's id and creates nothing.
+    ``run_at`` (a timezone-aware datetime) delays the start. A second call
+    with the same ``idempotency_key``, flow and input returns the first
+    job's id and creates nothing; the same key with another flow or input
+    raises ``IdempotencyConflictError``.
     """
     flow = get_flow(name)
     check_payload(input, f"input of flow {name!r}")
-    if run_at is not None and timezone.is_naive(run_at):
-        raise ValueError(f"run_at for flow {name!r} must be timezone-aware, got {run_at!r}")
+    if run_at is not None and (not isinstance(run_at, dt.datetime) or timezone.is_naive(run_at)):
+        raise InvalidArgumentError(
+            f"run_at for flow {name!r} must be a timezone-aware datetime, got {short_repr(run_at)}"
+        )
     if idempotency_key is not None:
-        existing = Job.objects.filter(idempotency_key=idempotency_key).values_list("pk", flat=True).first()
+        check_name(idempotency_key, f"idempotency_key for flow {name!r}", MAX_IDEMPOTENCY_KEY)
+        existing = _same_key(idempotency_key, name, input)
         if existing:
-            return str(existing)
+            return existing
     try:
-        with transaction.atomic():
-            job = Job.objects.create(
-                flow=name,
-                input=input,
-                state=flow.start_state,
-                max_steps=flow.max_steps,
-                run_after=run_at,
-                idempotency_key=idempotency_key,
-            )
-            send_on_commit(signals.job_scheduled, job)
-            enqueue_on_commit(job.pk, run_at)
+        with aftercommit.atomic():
+            job = transitions.create(name, flow, input, run_after=run_at, idempotency_key=idempotency_key)
     except IntegrityError:
-        if idempotency_key is None:
+        existing = _same_key(idempotency_key, name, input) if idempotency_key is not None else None
+        if existing is None:
             raise
-        return str(Job.objects.get(idempotency_key=idempotency_key).pk)
+        return existing
     return str(job.pk)
+
+
+def _same_key(key: str, name: str, input: Any) -> str | None:
+    """The id of the job holding ``key``, if any; raise if it was made of another flow or input."""
+    found = Job.objects.filter(idempotency_key=key).values_list("pk", "flow", "input").first()
+    if found is None:
+        return None
+    job_id, flow, stored_input = found
+    if flow != name:
+        raise IdempotencyConflictError(
+            f"idempotency_key {short_repr(key)} belongs to job {job_id} of flow {flow!r}, not {name!r}",
+            job_id=str(job_id),
+        )
+    if stored_input != input:
+        raise IdempotencyConflictError(
+            f"idempotency_key {short_repr(key)} belongs to job {job_id} of flow {flow!r}, "
+            "which was scheduled with other input",
+            job_id=str(job_id),
+        )
+    return str(job_id)
 
 
 def get_job(job_id: Any) -> Job:
@@ -94,44 +109,44 @@ def get_job(job_id: Any) -> Job:
 
 def cancel_job(job_id: Any) -> None:
     """Cancel the job and every unfinished job below it."""
-    with transaction.atomic():
+    with aftercommit.atomic():
         job = _lock_unfinished(job_id, "cancel")
-        finish_job(job, JobStatus.CANCELLED, error="cancelled")
+        transitions.finish(job, JobStatus.CANCELLED, error="cancelled")
 
 
 def fail_job(job_id: Any, reason: str) -> None:
     """Fail the job with ``reason``; its unfinished descendants are cancelled."""
-    with transaction.atomic():
+    with aftercommit.atomic():
         job = _lock_unfinished(job_id, "fail")
-        finish_job(job, JobStatus.FAILED, error=str(reason), error_type="FailedByOperator")
+        transitions.finish(job, JobStatus.FAILED, error=_text(reason, f"reason to fail job {job.pk}"),
+                           error_type="FailedByOperator")
 
 
 def retry_job(job_id: Any) -> None:
     """Re-queue a failed job from its last checkpoint, with a fresh retry budget."""
-    with transaction.atomic():
-        job = lock_job(_uuid(job_id, "job"))
+    with aftercommit.atomic():
+        job = transitions.lock_family(_uuid(job_id, "job"))
         if job is None:
             raise JobNotFoundError(f"no job {job_id}")
         if job.status != JobStatus.FAILED:
             raise JobStateError(f"job {job.pk} is {job.status}; only failed jobs can be retried")
         if job.context and job.context.get("done"):
             raise JobStateError(
-                f"job {job.pk} ended in its flow ({job.context['done']}: {job.error}); "
+                f"job {job.pk} ended in its flow ({job.context['done']}: {short_repr(job.error)}); "
                 "schedule a new job instead"
             )
-        now = timezone.now()
-        Job.objects.filter(pk=job.pk).update(
-            status=JobStatus.PENDING, attempts=0, error="", error_type="", traceback="",
-            finished_at=None, run_after=None, updated_at=now,
-        )
-        enqueue_on_commit(job.pk)
+        transitions.retry_failed(job)
 
 
 def resolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
     """Resolve an outside-event wait (``ctx.wait_for``); the job resumes when none remain."""
-    check_payload(value, f"value for wait {wait_id!r} of job {job_id}")
-    with transaction.atomic():
-        job = lock_job(_uuid(job_id, "job"))
+    pk = _uuid(job_id, "job")
+    if not isinstance(wait_id, str) or not wait_id or len(wait_id) > MAX_WAIT_ID:
+        raise WaitNotFoundError(f"job {pk} has no wait {short_repr(wait_id)} (wait ids are strings "
+                                f"of at most {MAX_WAIT_ID} characters)")
+    check_payload(value, f"value for wait {wait_id!r} of job {pk}")
+    with aftercommit.atomic():
+        job = transitions.lock_family(pk)
         if job is None:
             raise JobNotFoundError(f"no job {job_id}")
         wait = Wait.objects.select_for_update().filter(job_id=job.pk, wait_id=wait_id).first()
@@ -142,49 +157,68 @@ def resolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
             raise JobStateError(f"wait {wait_id!r} of job {job.pk} is a {wait.type} wait; it resolves by {how}")
         if wait.status != WaitStatus.PENDING:
             raise JobStateError(f"wait {wait_id!r} of job {job.pk} is already {wait.status}")
-        resolve_wait(job, wait, WaitStatus.RESOLVED, value=value)
+        transitions.resolve_wait(job, wait, WaitStatus.RESOLVED, value=value)
 
 
 def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *, user: Any = None) -> None:
     """Approve or reject an escalation with values for its inputs.
 
-    ``user`` is a Django user or a username. A rejection fails the job,
-    unless the state escalated with ``on_reject="continue"``.
+    ``user`` is a saved Django user, a username, or None. A rejection fails
+    the job, unless the state escalated with ``on_reject="continue"``.
     """
     if status not in (EscalationStatus.APPROVED, EscalationStatus.REJECTED):
         raise EscalationError(
-            f"reply to escalation {escalation_id}: status must be 'approved' or 'rejected', got {status!r}"
+            f"reply to escalation {short_repr(escalation_id)}: status must be 'approved' or 'rejected', "
+            f"got {short_repr(status)}"
         )
     pk = _uuid(escalation_id, "escalation")
-    job_id = Escalation.objects.filter(pk=pk).values_list("job_id", flat=True).first()
-    if job_id is None:
+    replier, username = _replier(user, pk)
+    found = Escalation.objects.filter(pk=pk).values_list("job_id", "status", "replied_by_username").first()
+    if found is None:
         raise EscalationNotFoundError(f"no escalation {escalation_id}")
-    with transaction.atomic():
-        job = lock_with_parent(job_id)
+    job_id, current, replied_by = found
+    if current != EscalationStatus.PENDING:
+        # Refused before any lock: the loser of two replies never holds the job back.
+        raise _already_replied(pk, current, replied_by)
+    with aftercommit.atomic():
+        job = transitions.lock_family(job_id)
         escalation = Escalation.objects.select_for_update().get(pk=pk)
         if escalation.status != EscalationStatus.PENDING:
-            who = f" by {escalation.replied_by_username}" if escalation.replied_by_username else ""
-            raise EscalationAlreadyRepliedError(f"escalation {escalation.pk} was already {escalation.status}{who}")
+            raise _already_replied(pk, escalation.status, escalation.replied_by_username)
         cleaned = clean_reply(escalation.pk, escalation.inputs, values)
         check_payload(cleaned, f"reply to escalation {escalation.pk}")
-        username = getattr(user, "get_username", lambda: user)() if user is not None else ""
-        now = timezone.now()
-        escalation.status = status
-        escalation.response = cleaned
-        escalation.replied_by = user if hasattr(user, "get_username") else None
-        escalation.replied_by_username = str(username or "")
-        escalation.replied_at = now
-        escalation.updated_at = now
-        escalation.save()
-        # Before the resumed job is enqueued, so receivers hear of the reply first.
-        send_on_commit(signals.escalation_replied, job, escalation=escalation)
+        waits.record_reply(escalation, status, cleaned, replier, username, timezone.now())
+        # Before the job's own signals, so receivers hear of the reply first.
+        aftercommit.send(signals.escalation_replied, job, escalation=escalation)
         wait = Wait.objects.select_for_update().get(job_id=job.pk, wait_id=escalation.wait_id)
         fails_job = status == EscalationStatus.REJECTED and escalation.on_reject == "fail"
-        resolve_wait(job, wait, status, value=cleaned, resume=not fails_job)
+        transitions.resolve_wait(job, wait, status, value=cleaned, resume=not fails_job)
         if fails_job and not job.is_finished:
             comments = [cleaned[i["id"]] for i in escalation.inputs if i["type"] == "comment" and cleaned[i["id"]]]
             reason = f"escalation rejected by {username or 'unknown'}" + (f": {'; '.join(comments)}" if comments else "")
-            finish_job(job, JobStatus.FAILED, error=reason, error_type="EscalationRejected")
+            transitions.finish(job, JobStatus.FAILED, error=reason, error_type="EscalationRejected")
+
+
+def _already_replied(pk: uuid.UUID, status: str, username: str) -> EscalationAlreadyRepliedError:
+    who = f" by {username}" if username else ""
+    return EscalationAlreadyRepliedError(f"escalation {pk} was already {status}{who}")
+
+
+def _replier(user: Any, escalation_pk: uuid.UUID) -> tuple[Any, str]:
+    """(the user to store, the username) for a reply; raise for anything else than a saved user, a name or None."""
+    where = f"reply to escalation {escalation_pk}"
+    if user is None:
+        return None, ""
+    if isinstance(user, str):
+        return None, check_name(user, f"{where}: user", MAX_USERNAME, blank=True)
+    from django.contrib.auth import get_user_model
+
+    if not isinstance(user, get_user_model()) or user.pk is None:
+        raise EscalationError(
+            f"{where}: user must be a saved {get_user_model().__name__}, a username or None, "
+            f"got {short_repr(user)}"
+        )
+    return user, check_name(user.get_username(), f"{where}: username", MAX_USERNAME, blank=True)
 
 
 def list_blocking_jobs(*, limit: int | None = None) -> list[dict[str, Any]]:
@@ -193,6 +227,8 @@ def list_blocking_jobs(*, limit: int | None = None) -> list[dict[str, Any]]:
     Longest-blocked first; ``limit`` caps the number of jobs. One query over
     the pending waits, since a blocking job always has at least one.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"list_blocking_jobs: limit must be None or an integer >= 0, got {short_repr(limit)}")
     rows = (
         Wait.objects.filter(status=WaitStatus.PENDING, job__status=JobStatus.BLOCKING)
         .order_by("job__updated_at", "job_id", "id")
@@ -209,6 +245,13 @@ def list_blocking_jobs(*, limit: int | None = None) -> list[dict[str, Any]]:
     return list(jobs.values())
 
 
+def _text(value: Any, what: str) -> str:
+    try:
+        return str(value)
+    except Exception as exc:
+        raise InvalidArgumentError(f"{what} must be text, got {type(value).__name__} ({exc})") from None
+
+
 def _uuid(value: Any, what: str) -> uuid.UUID:
     if isinstance(value, uuid.UUID):
         return value
@@ -216,11 +259,11 @@ def _uuid(value: Any, what: str) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         error = EscalationNotFoundError if what == "escalation" else JobNotFoundError
-        raise error(f"no {what} {value!r} (not a valid id)") from None
+        raise error(f"no {what} {short_repr(value)} (not a valid id)") from None
 
 
 def _lock_unfinished(job_id: Any, verb: str) -> Job:
-    job = lock_with_parent(_uuid(job_id, "job"))
+    job = transitions.lock_family(_uuid(job_id, "job"))
     if job is None:
         raise JobNotFoundError(f"no job {job_id}")
     if job.is_finished:

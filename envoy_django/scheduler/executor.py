@@ -1,9 +1,20 @@
 """Advance one job: claim it, then step its flow, one committed transition at a time.
 
-The claim (``SELECT ... FOR UPDATE SKIP LOCKED`` plus a lease) makes sure a
-job runs in one place. Every checkpoint is fenced: the update only matches
-while this worker still holds the lease, so a worker that lost the job (its
-lease expired, or an operator cancelled it) cannot commit history twice.
+The claim (``transitions.claim``) makes sure the job runs in one place; every
+write after it goes through ``transitions.Held``, fenced by the lease, so a
+worker that lost the job cannot commit history twice.
+
+Every exception ends somewhere visible:
+
+- a handler's is a failed attempt: retried after a backoff, then failed;
+- an engine error, or a database error that running again cannot fix
+  (``DataError``, ``IntegrityError``...), fails the job at once, with its
+  type, message and traceback on the job and a Step row saying where;
+- an ``OperationalError`` (the connection dropped, a lock timed out) hands
+  the job back to be run again; if even that cannot be written, the lease
+  runs out and the sweep sends it again. Each of these counts as a claim
+  that committed nothing, so one that keeps happening ends as a poison job
+  (``ENVOY["MAX_CLAIMS"]``), never as a job that loops forever.
 """
 
 from __future__ import annotations
@@ -17,27 +28,19 @@ import threading
 import uuid
 from typing import Any, Callable
 
-from django.db import transaction
+from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
-from envoy_django import signals
+from envoy_django import faults, signals
 from envoy_django.conf import envoy_settings
-from envoy_django.dispatch import enqueue_on_commit
-from envoy_django.exceptions import (
-    EnvoyError,
-    HandlerError,
-    LeaseLostError,
-)
+from envoy_django.exceptions import EnvoyError, HandlerError, LeaseLostError
 from envoy_django.flow import Context, StateFlow
-from envoy_django.models import Escalation, Job, JobStatus, Step, Wait, WaitType
+from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
 from envoy_django.payloads import check_size, check_text
 from envoy_django.registry import get_flow
-from envoy_django.scheduler.outcomes import (
-    finish_job,
-    format_exception,
-    lock_job,
-    send_on_commit,
-)
+from envoy_django.scheduler import aftercommit, transitions
+from envoy_django.scheduler.failures import format_exception, log_failed, log_retry
+from envoy_django.scheduler.heartbeat import Heartbeat
 
 log = logging.getLogger("envoy_django.executor")
 
@@ -48,62 +51,48 @@ def default_owner() -> str:
     """A lease owner name unique to this process and thread."""
     owner = getattr(_owner_local, "owner", None)
     if owner is None or owner[0] != os.getpid():
-        name = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 100000}:{uuid.uuid4().hex[:6]}"
+        host = socket.gethostname()[:100]
+        name = f"{host}:{os.getpid()}:{threading.get_ident() % 100000}:{uuid.uuid4().hex[:6]}"
         owner = _owner_local.owner = (os.getpid(), name)
     return owner[1]
 
 
-def lease_until(now: dt.datetime) -> dt.datetime:
-    return now + dt.timedelta(seconds=envoy_settings.LEASE_SECONDS)
-
-
 def run_job(job_id: Any, *, owner: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
     """Run the job until it blocks, ends or fails; do nothing if it is not ours to run."""
-    owner = owner or default_owner()
-    job = _claim(job_id, owner)
-    if job is None:
-        return
     try:
-        _Run(job, owner, should_stop or (lambda: False)).loop()
-    except LeaseLostError:
-        log.warning("job %s: lease lost to another worker or an operator; stopping", job_id)
-
-
-def _claim(job_id: Any, owner: str) -> Job | None:
-    now = timezone.now()
-    with transaction.atomic():
-        job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
-        if job is None:
-            return None
-        if job.status == JobStatus.PENDING:
-            if job.run_after and job.run_after > now:
-                return None
-        elif job.status == JobStatus.RUNNING:
-            if job.lease_expires_at and job.lease_expires_at > now:
-                return None
-            log.info("job %s: taking over from %s, whose lease expired", job.pk, job.lease_owner)
-        else:
-            return None
-        first_start = job.started_at is None
-        job.status = JobStatus.RUNNING
-        job.lease_owner = owner
-        job.lease_expires_at = lease_until(now)
-        job.started_at = job.started_at or now
-        job.run_after = None
-        job.updated_at = now
-        job.save(update_fields=["status", "lease_owner", "lease_expires_at", "started_at", "run_after", "updated_at"])
-        if first_start:
-            send_on_commit(signals.job_started, job)
-    return job
+        job_id = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        log.error("refusing to run %r: not a job id", str(job_id)[:100])
+        return
+    owner = owner or default_owner()
+    faults.point("before_claim", job_id)
+    held = transitions.claim(job_id, owner)
+    if held is None:
+        return
+    with Heartbeat.for_process().holding(str(job_id), owner):
+        _Run(held, should_stop or (lambda: False)).run()
 
 
 class _Run:
     """One claimed run of a job: the loop and how each outcome is committed."""
 
-    def __init__(self, job: Job, owner: str, should_stop: Callable[[], bool]) -> None:
-        self.job = job
-        self.owner = owner
+    def __init__(self, held: transitions.Held, should_stop: Callable[[], bool]) -> None:
+        self.held = held
+        self.job = held.job
+        self.owner = held.owner
         self.should_stop = should_stop
+        self.ctx: Context | None = None  # the last committed context, once loaded
+        self.started = timezone.now()
+
+    def run(self) -> None:
+        try:
+            self.loop()
+        except LeaseLostError:
+            log.warning("job %s: lease lost to another worker or an operator; stopping", self.job.pk)
+        except OperationalError as exc:
+            self._hand_back(exc)
+        except Exception as exc:
+            self._crashed(exc)
 
     def loop(self) -> None:
         try:
@@ -112,34 +101,34 @@ class _Run:
         except EnvoyError as exc:
             self._fail(exc)
             return
+        self.ctx = ctx
         while True:
             if ctx.done():
                 self._end(ctx)
                 return
             if ctx.waiting():
-                self._block_again()
+                with aftercommit.atomic():
+                    self.held.block_again()
                 return
             if self.should_stop():
-                self._release()
+                with aftercommit.atomic():
+                    self.held.release()
                 return
-            started = timezone.now()
+            self.started = timezone.now()
             try:
                 after = flow.step(ctx)
                 self._check_size(after)
+                children = self._children_to_create(after, ctx)
             except HandlerError as exc:
-                self._handler_failed(ctx, exc, started)
+                self._handler_failed(ctx, exc)
                 return
             except EnvoyError as exc:
                 self._fail(exc, ctx)
                 return
-            try:
-                self._commit(ctx, after, started)
-            except _SpawnError as exc:
-                self._fail(exc, ctx)
-                return
+            self._commit(ctx, after, children)
             if after.done() or after.waiting():
                 return
-            ctx = after
+            ctx = self.ctx = after
 
     def _load_context(self, flow: StateFlow) -> Context:
         if not self.job.context:
@@ -167,38 +156,24 @@ class _Run:
 
     # --- committing --------------------------------------------------------
 
-    def _fence(self, **values: Any) -> None:
-        """Update the job only if this worker still holds it."""
-        updated = Job.objects.filter(pk=self.job.pk, lease_owner=self.owner, status=JobStatus.RUNNING).update(**values)
-        if updated != 1:
-            raise LeaseLostError(f"job {self.job.pk} is no longer held by {self.owner}")
-        for key, value in values.items():
-            setattr(self.job, key, value)
-
-    def _commit(self, before: Context, after: Context, started: dt.datetime) -> None:
+    def _commit(self, before: Context, after: Context, children: dict[str, StateFlow]) -> None:
         state, phase, number = after.last_phase or (before.state(), before.phase(), before.step())
         now = timezone.now()
-        new_waits = [w for w in after.waits() if w["status"] == "pending" and w["id"] not in before.waiting()]
+        new_waits = self._new_waits(after, before)
         values: dict[str, Any] = dict(
             context=after.serialize(),
             state=after.state(),
             step=after.step(),
             output=after.output(),
-            attempts=0,
-            updated_at=now,
-            lease_expires_at=lease_until(now),
         )
         progress = after.progress()
         if progress:
             values.update(progress=progress["fraction"], progress_message=(progress["message"] or "")[:500])
-        children = self._children_to_create(new_waits)
         attempt = self.job.attempts + 1
-        if new_waits:
-            values.update(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None)
-        with transaction.atomic():
-            if after.done() and self.job.parent_id:
-                lock_job(self.job.parent_id)
-            self._fence(**values)
+        with aftercommit.atomic():
+            if after.done():
+                self.held.lock_parent()
+            self.held.advance(values, blocking=bool(new_waits))
             step = Step.objects.create(
                 job_id=self.job.pk,
                 number=number,
@@ -209,20 +184,27 @@ class _Run:
                 input=before.input(),
                 output=after.output(),
                 worker=self.owner,
-                started_at=started,
+                started_at=self.started,
                 finished_at=now,
             )
-            transaction.on_commit(lambda: signals.step_finished.send(sender=Job, job=self.job, step=step))
+            aftercommit.send(signals.step_finished, self.job, step=step)
+            failure = None
             if new_waits:
                 self._create_waits(new_waits, children, now)
-                send_on_commit(signals.job_blocked, self.job, waits=[w["id"] for w in new_waits])
+                aftercommit.send(signals.job_blocked, self.job, waits=[w["id"] for w in new_waits])
             elif after.done():
-                self._finish_ended_flow(after)
+                failure = self._finish_ended_flow(after)
+        if failure:
+            log_failed(self.job, failure)
 
-    def _children_to_create(self, new_waits: list[dict]) -> dict[str, StateFlow]:
+    @staticmethod
+    def _new_waits(after: Context, before: Context) -> list[dict]:
+        return [w for w in after.waits() if w["status"] == "pending" and w["id"] not in before.waiting()]
+
+    def _children_to_create(self, after: Context, before: Context) -> dict[str, StateFlow]:
         """Look up spawned flows before the transaction, so a bad name fails cleanly."""
         flows = {}
-        for wait in new_waits:
+        for wait in self._new_waits(after, before):
             if wait["type"] == "spawn":
                 try:
                     flows[wait["id"]] = get_flow(wait["params"]["flow"])
@@ -238,20 +220,11 @@ class _Run:
             row = Wait(job_id=self.job.pk, wait_id=spec["id"], type=spec["type"], params=spec["params"],
                        expires_at=expires, created_at=now)
             if spec["type"] == WaitType.SPAWN:
-                child_flow = children[spec["id"]]
-                child = Job.objects.create(
-                    flow=spec["params"]["flow"],
-                    input=spec["params"]["input"],
-                    state=child_flow.start_state,
-                    max_steps=child_flow.max_steps,
-                    parent_id=self.job.pk,
-                    parent_wait_id=spec["id"],
-                    created_at=now,
-                    updated_at=now,
+                params = spec["params"]
+                row.child = transitions.create(
+                    params["flow"], children[spec["id"]], params["input"],
+                    parent=self.job, parent_wait_id=spec["id"], now=now,
                 )
-                row.child = child
-                send_on_commit(signals.job_scheduled, child)
-                enqueue_on_commit(child.pk)
             elif spec["type"] == WaitType.ESCALATION:
                 params = spec["params"]
                 escalation = Escalation.objects.create(
@@ -264,102 +237,102 @@ class _Run:
                     created_at=now,
                     updated_at=now,
                 )
-                send_on_commit(signals.escalation_created, self.job, escalation=escalation)
+                aftercommit.send(signals.escalation_created, self.job, escalation=escalation)
             rows.append(row)
         Wait.objects.bulk_create(rows)
 
-    def _finish_ended_flow(self, ctx: Context) -> None:
-        """The flow ended (finished, ctx.error(), max_steps); the caller holds the fenced job."""
+    def _finish_ended_flow(self, ctx: Context) -> str | None:
+        """End the job as its flow ended (the caller locked the parent); the failure message, if it failed."""
         if ctx.done() == "finished":
-            finish_job(self.job, JobStatus.DONE, fields={"output": ctx.output()})
-        else:
-            finish_job(
-                self.job,
-                JobStatus.FAILED,
-                error=ctx.error() or f"flow ended with {ctx.done()}",
-                error_type="FlowEnded" if ctx.done() == "error" else "MaxStepsExceeded",
-                fields={"output": ctx.output()},
-            )
+            self.held.finish(JobStatus.DONE, fields={"output": ctx.output()})
+            return None
+        message = ctx.error() or f"flow ended with {ctx.done()}"
+        self.held.finish(
+            JobStatus.FAILED,
+            error=message,
+            error_type="FlowEnded" if ctx.done() == "error" else "MaxStepsExceeded",
+            fields={"output": ctx.output()},
+        )
+        return message
 
     def _end(self, ctx: Context) -> None:
         """Claimed a job whose checkpoint already ended (e.g. a crash before finishing)."""
-        with transaction.atomic():
-            if self.job.parent_id:
-                lock_job(self.job.parent_id)
-            self._fence(updated_at=timezone.now())
-            self._finish_ended_flow(ctx)
-
-    def _block_again(self) -> None:
-        """Claimed while a wait is still pending (a stray message): go back to blocking."""
-        with transaction.atomic():
-            self._fence(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None, updated_at=timezone.now())
-
-    def _release(self) -> None:
-        """Warm shutdown: hand the job back to the queue between transitions."""
-        with transaction.atomic():
-            self._fence(status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, updated_at=timezone.now())
-            enqueue_on_commit(self.job.pk)
+        with aftercommit.atomic():
+            self.held.lock_parent()
+            failure = self._finish_ended_flow(ctx)
+        if failure:
+            log_failed(self.job, failure)
 
     # --- failures ----------------------------------------------------------
 
-    def _record_failed_step(self, ctx: Context, exc: BaseException, started: dt.datetime, attempt: int) -> None:
-        error_type, message, traceback = format_exception(exc)
+    def _record_failed_step(self, ctx: Context | None, exc: BaseException, attempt: int) -> None:
+        _, message, traceback = format_exception(exc)
         Step.objects.create(
             job_id=self.job.pk,
-            number=ctx.step(),
-            state=ctx.state(),
-            phase=getattr(exc, "phase", None) or ctx.phase(),  # where it failed, not where the step began
+            number=ctx.step() if ctx else self.job.step,
+            state=ctx.state() if ctx else self.job.state,
+            # where it failed, not where the step began
+            phase=getattr(exc, "phase", None) or (ctx.phase() if ctx else "enter"),
             attempt=attempt,
-            input=ctx.input(),
+            input=ctx.input() if ctx else None,
             output=None,
-            error=message or error_type,
+            error=message or type(exc).__name__,
             traceback=traceback,
             worker=self.owner,
-            started_at=started,
+            started_at=self.started,
             finished_at=timezone.now(),
         )
 
-    def _handler_failed(self, ctx: Context, exc: HandlerError, started: dt.datetime) -> None:
+    def _handler_failed(self, ctx: Context, exc: HandlerError) -> None:
         attempt = self.job.attempts + 1
         error_type, message, traceback = format_exception(exc)
         if attempt > envoy_settings.MAX_RETRIES:
-            with transaction.atomic():
-                if self.job.parent_id:
-                    lock_job(self.job.parent_id)
-                self._fence(attempts=attempt)
-                self._record_failed_step(ctx, exc, started, attempt)
-                finish_job(self.job, JobStatus.FAILED, error=message, error_type=error_type, traceback=traceback)
+            with aftercommit.atomic():
+                self.held.lock_parent()
+                self.held.count_attempt(attempt)
+                self._record_failed_step(ctx, exc, attempt)
+                self.held.finish(JobStatus.FAILED, error=message, error_type=error_type, traceback=traceback)
+            log_failed(self.job, message, exc)
             return
-        now = timezone.now()
-        run_after = None
-        if envoy_settings.EXECUTION == "rq":
-            run_after = now + dt.timedelta(seconds=retry_delay(attempt))
-        with transaction.atomic():
-            self._fence(
-                status=JobStatus.PENDING,
-                attempts=attempt,
-                lease_owner="",
-                lease_expires_at=None,
-                run_after=run_after,
-                error=message,
-                error_type=error_type,
-                traceback=traceback,
-                updated_at=now,
-            )
-            self._record_failed_step(ctx, exc, started, attempt)
-            enqueue_on_commit(self.job.pk, run_after)
-        log.info("job %s: %s; retry %d of %d", self.job.pk, message, attempt, envoy_settings.MAX_RETRIES)
+        delay = retry_delay(attempt) if envoy_settings.EXECUTION == "rq" else None
+        run_after = timezone.now() + dt.timedelta(seconds=delay) if delay else None
+        with aftercommit.atomic():
+            self.held.retry_later(attempt=attempt, run_after=run_after, error=message, error_type=error_type,
+                                  traceback=traceback)
+            self._record_failed_step(ctx, exc, attempt)
+        log_retry(self.job, message, attempt, envoy_settings.MAX_RETRIES, delay)
 
     def _fail(self, exc: BaseException, ctx: Context | None = None) -> None:
         """An error that running again cannot fix: fail now, no retry."""
         error_type, message, traceback = format_exception(exc)
-        with transaction.atomic():
-            if self.job.parent_id:
-                lock_job(self.job.parent_id)
-            self._fence(updated_at=timezone.now())
-            if ctx is not None:
-                self._record_failed_step(ctx, exc, timezone.now(), self.job.attempts + 1)
-            finish_job(self.job, JobStatus.FAILED, error=message, error_type=error_type, traceback=traceback)
+        with aftercommit.atomic():
+            self.held.lock_parent()
+            self._record_failed_step(ctx or self.ctx, exc, self.job.attempts + 1)
+            self.held.finish(JobStatus.FAILED, error=message, error_type=error_type, traceback=traceback)
+        log_failed(self.job, message, exc)
+
+    def _crashed(self, exc: Exception) -> None:
+        """Anything else escaped the loop (a bug, a DataError): fail the job now, visibly."""
+        try:
+            self._fail(exc)
+        except LeaseLostError:
+            pass
+        except Exception:
+            log.exception("job %s: failed with %s and the failure could not be recorded; the sweep retries it",
+                          self.job.pk, type(exc).__name__)
+            close_old_connections()
+
+    def _hand_back(self, exc: OperationalError) -> None:
+        """The database let us down mid-run: give the job back to be run again, if we still can."""
+        log.warning("job %s: database error (%s); handing it back", self.job.pk, exc)
+        close_old_connections()
+        try:
+            with aftercommit.atomic():
+                self.held.hand_back()
+        except Exception:
+            log.warning("job %s: could not hand it back either; the sweep sends it again once its lease expires",
+                        self.job.pk)
+            close_old_connections()
 
 
 class _SpawnError(EnvoyError):

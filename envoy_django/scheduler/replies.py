@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy_django.exceptions import EscalationError
+from envoy_django.flow.values import short_repr
 
 
 def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str, Any]:
@@ -21,7 +22,7 @@ def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str
     unknown = sorted(set(values) - set(known), key=str)  # keys may be of any type: never compare them
     if unknown:
         raise EscalationError(
-            f"{where}: unknown input {unknown[0]!r} (inputs: {', '.join(known) or 'none'})"
+            f"{where}: unknown input {short_repr(unknown[0])} (inputs: {', '.join(known) or 'none'})"
         )
     cleaned: dict[str, Any] = {}
     for input_id, spec in known.items():
@@ -35,12 +36,12 @@ def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str
         if kind == "select":
             if not isinstance(value, str) or value not in spec["options"]:
                 offered = ", ".join(spec["options"])
-                raise EscalationError(f"{where}: {value!r} is not an option of input {input_id!r} (options: {offered})")
+                raise EscalationError(f"{where}: {short_repr(value)} is not an option of input {input_id!r} (options: {offered})")
         elif kind == "comment":
             if not isinstance(value, str):
                 raise EscalationError(f"{where}: input {input_id!r} takes text, got {type(value).__name__}")
         elif kind == "approve":
             if not isinstance(value, bool):
-                raise EscalationError(f"{where}: input {input_id!r} takes true or false, got {value!r}")
+                raise EscalationError(f"{where}: input {input_id!r} takes true or false, got {short_repr(value)}")
         cleaned[input_id] = value
     return cleaned

@@ -1,9 +1,21 @@
-"""The recovery sweep: what a crashed worker or a flushed Redis left behind.
+"""The recovery sweep: whatever a crash, a lost message or a passing clock left unmoved.
 
-Every ``envoy_worker`` runs it every SWEEP_INTERVAL seconds; a PostgreSQL
-advisory lock lets only one run do the work at a time. Rows another
-transaction holds are skipped, not waited for, so the sweep never stalls
-behind a running job.
+It runs in every execution mode: ``envoy_worker`` runs it every
+SWEEP_INTERVAL (in ``immediate`` mode too, where it is all the worker does),
+``envoy_sweep`` runs it for sites that prefer cron, and anyone may call
+``scheduler.cleanup_orphaned_jobs()``. Each run
+
+- sends again the running jobs whose lease expired (their runner died);
+- times out the waits whose ``timeout`` passed, resuming their jobs;
+- sends again the pending jobs nobody claimed within LEASE_SECONDS of being
+  sent (or of falling due), whatever the queue says it holds; in immediate
+  mode it also runs delayed (``run_at``) jobs as soon as they are due.
+
+So the recovery bound is LEASE_SECONDS + SWEEP_INTERVAL (plus the time to
+pick the message up) in every path. A PostgreSQL advisory lock lets only one
+process sweep at a time; rows another transaction holds are skipped, not
+waited for, so the sweep never stalls behind a running job. In immediate
+mode the jobs it sends run in this process before it returns.
 """
 
 from __future__ import annotations
@@ -12,14 +24,12 @@ import datetime as dt
 import logging
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import connection
 from django.utils import timezone
 
 from envoy_django.conf import envoy_settings
-from envoy_django.dispatch import enqueue_on_commit
-from envoy_django.models import Job, JobStatus, Wait, WaitStatus
-from envoy_django.scheduler.outcomes import resolve_wait
+from envoy_django.models import Job, Wait, WaitStatus
+from envoy_django.scheduler import aftercommit, transitions
 
 log = logging.getLogger("envoy_django.sweep")
 
@@ -28,20 +38,23 @@ _LOCK_KEY = 0x656E766F79  # "envoy"
 
 
 def cleanup_orphaned_jobs() -> dict[str, Any]:
-    """Re-enqueue jobs whose lease expired and pending jobs no queue holds; expire timed-out waits.
+    """Send again what nobody will otherwise move; time out waits whose time passed.
 
-    Returns counts: ``expired_leases``, ``requeued``, ``timed_out_waits``, and
-    ``skipped`` (True when another process was sweeping).
+    Returns counts: ``expired_leases``, ``requeued`` (pending jobs sent
+    again), ``timed_out_waits``, and ``skipped`` (True when another process
+    was sweeping).
     """
     counts: dict[str, Any] = {"expired_leases": 0, "requeued": 0, "timed_out_waits": 0, "skipped": False}
-    with transaction.atomic():
+    with aftercommit.atomic():
         if not _try_lock():
             counts["skipped"] = True
             return counts
         now = timezone.now()
-        counts["expired_leases"] = _requeue_expired_leases(now)
+        counts["expired_leases"] = transitions.requeue_expired_leases(now, BATCH)
         counts["timed_out_waits"] = _expire_waits(now)
-        counts["requeued"] = _requeue_unheld_pending(now)
+        counts["requeued"] = transitions.resend_unclaimed(
+            now, envoy_settings.LEASE_SECONDS, BATCH, due_now=envoy_settings.EXECUTION != "rq"
+        )
     if counts["expired_leases"] or counts["requeued"] or counts["timed_out_waits"]:
         log.info("sweep: %s", counts)
     return counts
@@ -55,75 +68,24 @@ def _try_lock() -> bool:
         return bool(cursor.fetchone()[0])
 
 
-def _requeue_expired_leases(now: dt.datetime) -> int:
-    jobs = list(
-        Job.objects.select_for_update(skip_locked=True)
-        .filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
-        .only("pk", "lease_owner")[:BATCH]
-    )
-    for job in jobs:
-        log.warning("job %s: lease of %s expired; re-enqueueing", job.pk, job.lease_owner)
-    ids = [job.pk for job in jobs]
-    if ids:
-        Job.objects.filter(pk__in=ids).update(
-            status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, updated_at=now
-        )
-        for job_id in ids:
-            enqueue_on_commit(job_id)
-    return len(ids)
-
-
 def _expire_waits(now: dt.datetime) -> int:
-    waits = list(
-        Wait.objects.select_for_update(skip_locked=True)
-        .filter(status=WaitStatus.PENDING, expires_at__lt=now)
-        .order_by("job_id")[:BATCH]
+    due = list(
+        Wait.objects.filter(status=WaitStatus.PENDING, expires_at__lt=now)
+        .order_by("job_id")
+        .values_list("pk", "job_id")[:BATCH]
     )
     expired = 0
-    for wait in waits:
-        job = Job.objects.select_for_update(skip_locked=True).filter(pk=wait.job_id).first()
-        if job is None:
+    for wait_pk, job_id in due:
+        # The job first, then its wait (the one lock order); skipped if busy: the next sweep gets it.
+        job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
+        wait = job and Wait.objects.select_for_update(skip_locked=True).filter(
+            pk=wait_pk, status=WaitStatus.PENDING
+        ).first()
+        if not wait:
             continue
         seconds = (wait.expires_at - wait.created_at).total_seconds()
-        resolve_wait(job, wait, WaitStatus.TIMEOUT, error=f"wait {wait.wait_id!r} timed out after {seconds:g}s")
+        transitions.resolve_wait(
+            job, wait, WaitStatus.TIMEOUT, error=f"wait {wait.wait_id!r} timed out after {seconds:g}s"
+        )
         expired += 1
     return expired
-
-
-def _requeue_unheld_pending(now: dt.datetime) -> int:
-    grace = now - dt.timedelta(seconds=envoy_settings.LEASE_SECONDS)
-    due = Q(run_after__isnull=True, updated_at__lt=grace) | Q(run_after__lte=now)
-    jobs = list(Job.objects.filter(due, status=JobStatus.PENDING).only("pk", "rq_job_id", "run_after")[:BATCH])
-    if envoy_settings.EXECUTION == "rq":
-        # A scheduled message is trusted until its time plus the grace: past that,
-        # RQ's scheduler, which should have moved it to the queue, is not running
-        # (its lock outlives a killed process by a minute), so enqueue it now. If
-        # the late message arrives after all, the claim makes it a no-op.
-        overdue = {job.rq_job_id for job in jobs if job.run_after and job.run_after < grace}
-        held = _held_by_queue([job.rq_job_id for job in jobs if job.rq_job_id], overdue)
-        jobs = [job for job in jobs if job.rq_job_id not in held]
-    for job in jobs:
-        enqueue_on_commit(job.pk)
-    return len(jobs)
-
-
-def _held_by_queue(rq_ids: list[str], overdue: set[str] = frozenset()) -> set[str]:
-    """RQ job ids still waiting in a queue, or in its scheduled registry and not ``overdue``."""
-    if not rq_ids:
-        return set()
-    from rq.job import Job as RQJob
-    from rq.job import JobStatus as RQStatus
-
-    from envoy_django.dispatch.rq import get_queue
-
-    queue = get_queue()
-    held = set()
-    for rq_job in RQJob.fetch_many(rq_ids, connection=queue.connection, serializer=queue.serializer):
-        if rq_job is None:
-            continue
-        status = rq_job.get_status(refresh=False)
-        if status in (RQStatus.QUEUED, RQStatus.DEFERRED) or (
-            status == RQStatus.SCHEDULED and rq_job.id not in overdue
-        ):
-            held.add(rq_job.id)
-    return held

@@ -44,10 +44,12 @@ def test_sweep_enqueues_a_retry_its_dead_scheduler_never_moved(redis_conn):
         job_id = scheduler.schedule("flaky", 1)
         drain()  # fails once; the retry waits in RQ's scheduled registry (no scheduler runs here)
         job = scheduler.get_job(job_id)
-        assert job.status == "pending" and get_queue().scheduled_job_registry.get_job_ids() == [job.rq_job_id]
+        scheduled = get_queue().scheduled_job_registry.get_job_ids()
+        assert job.status == "pending" and len(scheduled) == 1 and scheduled[0].startswith(f"envoy-{job_id}-")
 
         # Due, but within the grace: RQ's scheduler is trusted to move it.
-        Job.objects.filter(pk=job_id).update(run_after=timezone.now() - dt.timedelta(seconds=5))
+        sent = timezone.now() - dt.timedelta(seconds=65)
+        Job.objects.filter(pk=job_id).update(run_after=timezone.now() - dt.timedelta(seconds=5), enqueued_at=sent)
         assert cleanup_orphaned_jobs()["requeued"] == 0
         assert get_queue().count == 0
 

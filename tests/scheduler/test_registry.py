@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from envoy_django import StateFlow, UnknownFlowError, register
+from envoy_django import FlowDefinitionError, StateFlow, UnknownFlowError, register
 from envoy_django.registry import get_flow, registered, unregister
 
 
@@ -37,7 +37,7 @@ def test_unknown_flow_lists_the_registered_ones():
 
 
 def test_register_needs_a_stateflow():
-    with pytest.raises(TypeError, match="needs a StateFlow"):
+    with pytest.raises(FlowDefinitionError, match="needs a StateFlow"):
         register("x", object())
 
 

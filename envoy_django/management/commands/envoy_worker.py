@@ -1,4 +1,9 @@
-"""``manage.py envoy_worker [--concurrency N] [--burst] [--queue NAME]``."""
+"""``manage.py envoy_worker [--concurrency N] [--burst] [--queue NAME]``.
+
+In ``rq`` mode: N RQ worker processes on the Envoy queue, RQ's scheduler
+and the recovery sweep. In ``immediate`` mode (no Redis): the recovery
+sweep every SWEEP_INTERVAL, running the jobs it finds in this process.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,35 @@ import logging
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from envoy_django.conf import envoy_settings
+from envoy_django.management import logconfig
 
-VERBOSITY_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG, 3: logging.DEBUG}
+log = logging.getLogger("envoy_django.worker")
 
 
 class Command(BaseCommand):
-    help = "Run Envoy worker processes (RQ workers on the Envoy queue) and the recovery sweep."
+    help = (
+        "Run Envoy workers: RQ worker processes and the recovery sweep (EXECUTION 'rq'), "
+        "or the sweep alone, running due and stranded jobs in this process (EXECUTION 'immediate')."
+    )
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--concurrency", type=int, default=1, help="Worker processes to run (default 1).")
-        parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty.")
-        parser.add_argument("--queue", default=None, help="django-rq queue name (default ENVOY['QUEUE']).")
+        parser.add_argument("--concurrency", type=int, default=1, help="Worker processes to run (default 1; rq mode).")
+        parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty (immediate mode: after one sweep).")
+        parser.add_argument("--queue", default=None, help="django-rq queue name (default ENVOY['QUEUE']; rq mode).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from envoy_django.worker import Supervisor
-
         if options["concurrency"] < 1:
             raise CommandError("--concurrency must be at least 1")
-        level = VERBOSITY_LEVELS.get(options["verbosity"], logging.INFO)
-        logging.basicConfig(level=level, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
-        logging.getLogger("envoy_django").setLevel(level)
+        logconfig.configure(options["verbosity"])
+        if envoy_settings.EXECUTION != "rq":
+            self._immediate(options)
+            return
+        from redis.exceptions import ConnectionError as RedisConnectionError
+
+        from envoy_django.worker import Supervisor
+
         queue = options["queue"] or envoy_settings.QUEUE
         try:
             from envoy_django.dispatch.rq import get_queue
@@ -39,3 +50,17 @@ class Command(BaseCommand):
         except KeyError as exc:
             raise CommandError(f"no queue {queue!r} in RQ_QUEUES") from exc
         Supervisor(options["concurrency"], options["queue"], options["burst"]).run()
+
+    def _immediate(self, options: dict[str, Any]) -> None:
+        from envoy_django.sweeper import Sweeper, sweep_once
+
+        if options["concurrency"] != 1 or options["queue"]:
+            log.warning("ENVOY['EXECUTION'] is 'immediate': --concurrency and --queue do not apply")
+        if options["burst"]:
+            sweep_once()
+            return
+        log.info("ENVOY['EXECUTION'] is 'immediate': sweeping every %ss; due and stranded jobs run here",
+                 envoy_settings.SWEEP_INTERVAL)
+        sweeper = Sweeper()
+        sweeper.install_signal_handlers()
+        sweeper.run()

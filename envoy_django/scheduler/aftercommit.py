@@ -1,0 +1,145 @@
+"""What leaves a transaction once it commits: first the enqueues, then the signals.
+
+A worker must never be handed a job whose row it cannot see yet, and a
+receiver must hear only of what was committed; so both wait for the commit.
+Every transaction that changes jobs is an ``atomic()`` block from here: the
+enqueues and signals staged inside it go out from one robust ``on_commit``
+callback registered at its end, which
+
+- sends the enqueues first, so no receiver can stand between the commit
+  and the worker;
+- logs an enqueue that fails (Redis down) at WARNING and goes on: the job
+  is committed as pending with its ``enqueued_at``, and the sweep sends it
+  again once nobody claimed it within the bound;
+- sends each signal with ``send_robust``: a receiver that raises is logged
+  with its name and stops neither the other receivers nor the caller;
+- then lets the dispatcher run what it was handed (``immediate`` mode runs
+  the jobs here, after the signals that announced them).
+
+The caller never sees any of these failures: its work is committed, so its
+call returns. Items are staged through ``on_commit`` callbacks of their own,
+so a savepoint that rolls back takes its items with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Iterator
+
+from django.db import transaction
+from django.dispatch import Signal
+
+log = logging.getLogger("envoy_django.aftercommit")
+
+
+@dataclass
+class _Staged:
+    depth: int = 0  # atomic() blocks open in this thread
+    jobs: list[tuple[str, dt.datetime | None]] = field(default_factory=list)
+    signals: list[tuple[Signal, Any, dict[str, Any]]] = field(default_factory=list)
+
+
+_local = threading.local()
+
+
+def _staged() -> _Staged:
+    staged = getattr(_local, "staged", None)
+    if staged is None:
+        staged = _local.staged = _Staged()
+    return staged
+
+
+@contextmanager
+def atomic() -> Iterator[None]:
+    """``transaction.atomic()`` whose staged enqueues and signals go out after the commit."""
+    staged = _staged()
+    with transaction.atomic():
+        staged.depth += 1
+        try:
+            yield
+        finally:
+            staged.depth -= 1
+        transaction.on_commit(flush, robust=True)
+
+
+def enqueue(job_id: Any, at: dt.datetime | None = None) -> None:
+    """Hand the job to a worker after the commit (at ``at``, if given)."""
+    _require_atomic()
+    transaction.on_commit(partial(_stage_job, str(job_id), at))
+
+
+def send(signal: Signal, job: Any, **kwargs: Any) -> None:
+    """Send ``signal`` (``sender=Job``, ``job=job``, ``kwargs``) after the commit."""
+    _require_atomic()
+    transaction.on_commit(partial(_stage_signal, signal, job, kwargs))
+
+
+def _require_atomic() -> None:
+    if _staged().depth <= 0:
+        raise RuntimeError("envoy_django: job changes must run inside aftercommit.atomic()")
+
+
+def _stage_job(job_id: str, at: dt.datetime | None) -> None:
+    _staged().jobs.append((job_id, at))
+
+
+def _stage_signal(signal: Signal, job: Any, kwargs: dict[str, Any]) -> None:
+    _staged().signals.append((signal, job, kwargs))
+
+
+def flush() -> None:
+    """Send what the commit staged: enqueues, then signals, then run what immediate mode was handed."""
+    from envoy_django.dispatch import get_dispatcher
+
+    staged = _staged()
+    jobs, staged.jobs = staged.jobs, []
+    sent_signals, staged.signals = staged.signals, []
+    dispatcher = get_dispatcher()
+    failed: list[str] = []
+    error: BaseException | None = None
+    for job_id, at in jobs:
+        try:
+            dispatcher.enqueue(job_id, at)
+        except Exception as exc:  # Redis down: the sweep sends it again
+            failed.append(job_id)
+            error = error or exc
+    if failed:
+        log.warning(
+            "could not hand %d job(s) to a worker (%s: %s); the sweep sends them again: %s",
+            len(failed), type(error).__name__, error, ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""),
+        )
+    for signal, job, kwargs in sent_signals:
+        _send(signal, job, kwargs)
+    dispatcher.run_enqueued()
+
+
+def _send(signal: Signal, job: Any, kwargs: dict[str, Any]) -> None:
+    from envoy_django.models import Job
+
+    for receiver, result in signal.send_robust(sender=Job, job=job, **kwargs):
+        if isinstance(result, Exception):
+            log.error(
+                "signal %s for job %s: receiver %s raised %s: %s",
+                signal_name(signal), getattr(job, "pk", job), _qualname(receiver), type(result).__name__, result,
+                exc_info=result,
+            )
+
+
+def signal_name(signal: Signal) -> str:
+    from envoy_django import signals
+
+    for name, value in vars(signals).items():
+        if value is signal:
+            return name
+    return repr(signal)
+
+
+def _qualname(receiver: Any) -> str:
+    module = getattr(receiver, "__module__", None) or ""
+    name = getattr(receiver, "__qualname__", None) or repr(receiver)
+    return f"{module}.{name}" if module else name

@@ -1,0 +1,48 @@
+"""Rows of waits and escalations: recording outcomes and replies, cancelling the open ones.
+
+Called with the job they belong to already locked (see ``transitions``):
+a job's rows are always locked after the job itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from envoy_django.models import Escalation, EscalationStatus, Wait, WaitStatus
+
+
+def record(wait: Wait, status: str, *, value: Any = None, error: str = "", now: dt.datetime) -> None:
+    """Store ``wait``'s outcome (the row is locked by the caller)."""
+    wait.status = status
+    wait.value = value
+    wait.error = error or ""
+    wait.resolved_at = now
+    wait.save(update_fields=["status", "value", "error", "resolved_at"])
+
+
+def any_pending(job_id: Any) -> bool:
+    return Wait.objects.filter(job_id=job_id, status=WaitStatus.PENDING).exists()
+
+
+def cancel_open(job_ids: list[Any], now: dt.datetime) -> None:
+    """Cancel the pending waits and escalations of jobs that ended."""
+    Wait.objects.filter(job_id__in=job_ids, status=WaitStatus.PENDING).update(
+        status=WaitStatus.CANCELLED, resolved_at=now
+    )
+    Escalation.objects.filter(job_id__in=job_ids, status=EscalationStatus.PENDING).update(
+        status=EscalationStatus.CANCELLED, updated_at=now
+    )
+
+
+def record_reply(
+    escalation: Escalation, status: str, response: dict[str, Any], user: Any, username: str, now: dt.datetime
+) -> None:
+    """Store a person's answer on the (locked) escalation."""
+    escalation.status = status
+    escalation.response = response
+    escalation.replied_by = user
+    escalation.replied_by_username = username
+    escalation.replied_at = now
+    escalation.updated_at = now
+    escalation.save()
