@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from envoy_django.exceptions import FlowDefinitionError, NotReadyError, UnknownFlowError
 from envoy_django.flow.context import MAX_NAME
-from envoy_django.flow.values import short_repr
+from envoy_django.flow.values import find_invalid, short_repr
 
 if TYPE_CHECKING:
     from envoy_django.flow import StateFlow
@@ -23,7 +23,7 @@ def register(name: str, flow: "StateFlow", *, replace: bool = False) -> "StateFl
     """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``."""
     from envoy_django.flow import StateFlow
 
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or find_invalid(name, text=True):
         raise FlowDefinitionError(
             f"flow name must be a non-empty string of at most {MAX_NAME} characters, got {short_repr(name)}"
         )

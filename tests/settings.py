@@ -66,12 +66,19 @@ else:
 if REDIS_URL:
     RQ_QUEUES = {"envoy": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}}
 else:
+    import fakeredis
+
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
         "envoy-redis": {
             "BACKEND": "django_redis.cache.RedisCache",
             "LOCATION": "redis://127.0.0.1:6379/0",
-            "OPTIONS": {"REDIS_CLIENT_CLASS": "fakeredis.FakeStrictRedis"},
+            # The connection class, not only the client, must be fake: with a real
+            # connection pool, a fake client still talks to a real Redis if one runs.
+            "OPTIONS": {
+                "REDIS_CLIENT_CLASS": "fakeredis.FakeStrictRedis",
+                "CONNECTION_POOL_KWARGS": {"connection_class": fakeredis.FakeRedisConnection},
+            },
         },
     }
     RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}}
@@ -83,4 +90,5 @@ ENVOY = {
     "RETRY_BACKOFF_MAX": 0.05,
     "LEASE_SECONDS": float(os.environ.get("ENVOY_TEST_LEASE_SECONDS", 30)),
     "SWEEP_INTERVAL": float(os.environ.get("ENVOY_TEST_SWEEP_INTERVAL", 10)),
+    "MAX_CLAIMS": int(os.environ.get("ENVOY_TEST_MAX_CLAIMS", 10)),
 }

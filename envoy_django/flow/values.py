@@ -31,39 +31,53 @@ CLIP = 200
 
 
 def find_invalid(value: Any, path: str = "", *, text: bool = False) -> str | None:
-    """The path of the first part of ``value`` a checkpoint cannot hold, with why; None if all is well."""
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    """Where and why ``value`` cannot be held by a checkpoint (``"data.items[3] (...)"``); None if it can."""
+    # Each entry: (item, depth, trail); a trail is (parent trail, key or index), so
+    # the path is only spelled out for the part at fault.
+    stack: list[tuple[Any, int, Any]] = [(value, 0, None)]
     while stack:
-        item, where, depth = stack.pop()
+        item, depth, trail = stack.pop()
         if item is None or item is True or item is False:
             continue
         if isinstance(item, str):
             if text and _UNSTORABLE.search(item):
-                return _text_problem(item, where or "value")
+                return _text_problem(item, _path(path, trail))
         elif isinstance(item, int):  # bools were let through above
             if not -_MAX_INT <= item <= _MAX_INT:
-                return f"{where or 'value'} (an integer of more than {MAX_INT_DIGITS} digits)"
+                return f"{_path(path, trail)} (an integer of more than {MAX_INT_DIGITS} digits)"
         elif isinstance(item, float):
             if not math.isfinite(item):
-                return f"{where or 'value'} ({item!r} is not finite)"
-        elif isinstance(item, (list, dict)):
+                return f"{_path(path, trail)} ({item!r} is not finite)"
+        elif isinstance(item, list):
             if depth >= MAX_DEPTH:
-                return f"{where or 'value'} (nested deeper than {MAX_DEPTH} levels, or a cycle)"
-            if isinstance(item, list):
-                # Pushed in reverse, so the first problem found is the first in reading order.
-                for index in range(len(item) - 1, -1, -1):
-                    stack.append((item[index], f"{where}[{index}]", depth + 1))
-            else:
-                entries = list(item.items())
-                for key, child in reversed(entries):
-                    if not isinstance(key, str):
-                        return f"{where or 'value'} (key {clip(repr(key))} is not a string)"
-                    if text and _UNSTORABLE.search(key):
-                        return _text_problem(key, f"{where} key {clip(repr(key))}" if where else f"key {clip(repr(key))}")
-                    stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+                return f"{_path(path, trail)} (nested deeper than {MAX_DEPTH} levels, or a cycle)"
+            # Pushed in reverse, so the first problem found is the first in reading order.
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((item[index], depth + 1, (trail, index)))
+        elif isinstance(item, dict):
+            if depth >= MAX_DEPTH:
+                return f"{_path(path, trail)} (nested deeper than {MAX_DEPTH} levels, or a cycle)"
+            for key in item:
+                if not isinstance(key, str):
+                    return f"{_path(path, trail)} (key {short_repr(key, 50)} is not a string)"
+                if text and _UNSTORABLE.search(key):
+                    return _text_problem(key, f"{_path(path, trail)} key {short_repr(key, 50)}")
+            for key, child in reversed(list(item.items())):
+                stack.append((child, depth + 1, (trail, key)))
         else:
-            return f"{where or 'value'} ({type(item).__name__} is not JSON)"
+            return f"{_path(path, trail)} ({type(item).__name__} is not JSON)"
     return None
+
+
+def _path(prefix: str, trail: Any) -> str:
+    """``data.items[3]`` from a trail, each key and the whole cut short for a message."""
+    parts: list[str] = []
+    while trail is not None:
+        trail, step = trail
+        parts.append(f"[{step}]" if isinstance(step, int) else f".{clip(step, 50)}")
+    path = prefix + "".join(reversed(parts))
+    path = path[1:] if path.startswith(".") else path
+    return clip(path) if path else "value"
 
 
 def _text_problem(text: str, path: str) -> str:
@@ -72,6 +86,30 @@ def _text_problem(text: str, path: str) -> str:
     if match.group() == "\x00":
         return f"{path} (contains a NUL character, which PostgreSQL cannot store)"
     return f"{path} (contains the surrogate {match.group()!r}, which is not text)"
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Whether two JSON values are the same document, as a database hands them back.
+
+    PostgreSQL's jsonb keeps numbers as decimals: a float such as 1e300 comes
+    back as an int. So numbers compare by value, whatever their Python type.
+    """
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(json_equal(a[key], b[key]) for key in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, str) and isinstance(b, str):
+        return a == b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if isinstance(a, float) or isinstance(b, float):
+            try:
+                return float(a) == float(b)
+            except OverflowError:
+                return False
+        return a == b
+    return False
 
 
 def copy_json(value: Any) -> Any:

@@ -26,7 +26,7 @@ from envoy_django.exceptions import (
     WaitNotFoundError,
 )
 from envoy_django.flow.context import MAX_USERNAME, MAX_WAIT_ID
-from envoy_django.flow.values import short_repr
+from envoy_django.flow.values import find_invalid, json_equal, short_repr
 from envoy_django.models import (
     MAX_IDEMPOTENCY_KEY,
     Escalation,
@@ -59,10 +59,8 @@ def schedule(
     """
     flow = get_flow(name)
     check_payload(input, f"input of flow {name!r}")
-    if run_at is not None and (not isinstance(run_at, dt.datetime) or timezone.is_naive(run_at)):
-        raise InvalidArgumentError(
-            f"run_at for flow {name!r} must be a timezone-aware datetime, got {short_repr(run_at)}"
-        )
+    if run_at is not None:
+        run_at = _aware(run_at, f"run_at for flow {name!r}")
     if idempotency_key is not None:
         check_name(idempotency_key, f"idempotency_key for flow {name!r}", MAX_IDEMPOTENCY_KEY)
         existing = _same_key(idempotency_key, name, input)
@@ -90,7 +88,7 @@ def _same_key(key: str, name: str, input: Any) -> str | None:
             f"idempotency_key {short_repr(key)} belongs to job {job_id} of flow {flow!r}, not {name!r}",
             job_id=str(job_id),
         )
-    if stored_input != input:
+    if not json_equal(stored_input, input):
         raise IdempotencyConflictError(
             f"idempotency_key {short_repr(key)} belongs to job {job_id} of flow {flow!r}, "
             "which was scheduled with other input",
@@ -101,9 +99,10 @@ def _same_key(key: str, name: str, input: Any) -> str | None:
 
 def get_job(job_id: Any) -> Job:
     """The Job row (``.status``, ``.output``, ``.error``, ...)."""
-    job = Job.objects.filter(pk=_uuid(job_id, "job")).first()
+    pk = _uuid(job_id, "job")
+    job = Job.objects.filter(pk=pk).first()
     if job is None:
-        raise JobNotFoundError(f"no job {job_id}")
+        raise JobNotFoundError(f"no job {pk}")
     return job
 
 
@@ -124,10 +123,11 @@ def fail_job(job_id: Any, reason: str) -> None:
 
 def retry_job(job_id: Any) -> None:
     """Re-queue a failed job from its last checkpoint, with a fresh retry budget."""
+    pk = _uuid(job_id, "job")
     with aftercommit.atomic():
-        job = transitions.lock_family(_uuid(job_id, "job"))
+        job = transitions.lock_family(pk)
         if job is None:
-            raise JobNotFoundError(f"no job {job_id}")
+            raise JobNotFoundError(f"no job {pk}")
         if job.status != JobStatus.FAILED:
             raise JobStateError(f"job {job.pk} is {job.status}; only failed jobs can be retried")
         if job.context and job.context.get("done"):
@@ -141,14 +141,18 @@ def retry_job(job_id: Any) -> None:
 def resolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
     """Resolve an outside-event wait (``ctx.wait_for``); the job resumes when none remain."""
     pk = _uuid(job_id, "job")
-    if not isinstance(wait_id, str) or not wait_id or len(wait_id) > MAX_WAIT_ID:
-        raise WaitNotFoundError(f"job {pk} has no wait {short_repr(wait_id)} (wait ids are strings "
-                                f"of at most {MAX_WAIT_ID} characters)")
+    if (
+        not isinstance(wait_id, str) or not wait_id or len(wait_id) > MAX_WAIT_ID
+        or find_invalid(wait_id, text=True)
+    ):
+        raise WaitNotFoundError(
+            f"job {pk} has no wait {short_repr(wait_id)} (wait ids are strings of at most {MAX_WAIT_ID} characters)"
+        )
     check_payload(value, f"value for wait {wait_id!r} of job {pk}")
     with aftercommit.atomic():
         job = transitions.lock_family(pk)
         if job is None:
-            raise JobNotFoundError(f"no job {job_id}")
+            raise JobNotFoundError(f"no job {pk}")
         wait = Wait.objects.select_for_update().filter(job_id=job.pk, wait_id=wait_id).first()
         if wait is None:
             raise WaitNotFoundError(f"job {job.pk} has no wait {wait_id!r}")
@@ -175,7 +179,7 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
     replier, username = _replier(user, pk)
     found = Escalation.objects.filter(pk=pk).values_list("job_id", "status", "replied_by_username").first()
     if found is None:
-        raise EscalationNotFoundError(f"no escalation {escalation_id}")
+        raise EscalationNotFoundError(f"no escalation {pk}")
     job_id, current, replied_by = found
     if current != EscalationStatus.PENDING:
         # Refused before any lock: the loser of two replies never holds the job back.
@@ -245,6 +249,19 @@ def list_blocking_jobs(*, limit: int | None = None) -> list[dict[str, Any]]:
     return list(jobs.values())
 
 
+def _aware(value: Any, what: str) -> dt.datetime:
+    """``value`` in UTC, if it is a timezone-aware datetime that UTC (and the database) can hold."""
+    if isinstance(value, dt.datetime) and not timezone.is_naive(value):
+        try:
+            utc = value.astimezone(dt.timezone.utc)
+        except OverflowError:
+            pass
+        else:
+            if dt.MINYEAR < utc.year < dt.MAXYEAR:  # a year of room: later arithmetic must not overflow
+                return utc
+    raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got {short_repr(value)}")
+
+
 def _text(value: Any, what: str) -> str:
     try:
         return str(value)
@@ -263,9 +280,10 @@ def _uuid(value: Any, what: str) -> uuid.UUID:
 
 
 def _lock_unfinished(job_id: Any, verb: str) -> Job:
-    job = transitions.lock_family(_uuid(job_id, "job"))
+    pk = _uuid(job_id, "job")
+    job = transitions.lock_family(pk)
     if job is None:
-        raise JobNotFoundError(f"no job {job_id}")
+        raise JobNotFoundError(f"no job {pk}")
     if job.is_finished:
         raise JobStateError(f"job {job.pk} is already {job.status}; nothing to {verb}")
     return job

@@ -19,7 +19,7 @@ def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str
     if not isinstance(values, dict):
         raise EscalationError(f"{where}: values must be a dict of input id to value, got {type(values).__name__}")
     known = {spec["id"]: spec for spec in inputs}
-    unknown = sorted(set(values) - set(known), key=str)  # keys may be of any type: never compare them
+    unknown = sorted(set(values) - set(known), key=short_repr)  # keys may be of any type: never compare them
     if unknown:
         raise EscalationError(
             f"{where}: unknown input {short_repr(unknown[0])} (inputs: {', '.join(known) or 'none'})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 
@@ -148,5 +149,70 @@ def _parent_of_waiting_child(ctx):
 
 
 register("parent_of_waiting_child", StateFlow([{"name": "Spawn", "on_state": _parent_of_waiting_child}]))
+
+def _ask(ctx):
+    inputs = [{"id": "reason", "type": "select", "label": "Reason", "options": ["a", "b"]}]
+    ctx.set("question", ctx.escalate("alice", "Go ahead?", inputs))
+    return ctx
+
+
+def _answered(ctx):
+    ctx.output(ctx.result(ctx.get("question"))["status"])
+    return ctx
+
+
+register("ask", StateFlow([{"name": "Ask", "on_state": _ask}, {"name": "Answered", "on_state": _answered}]))
+
+
+def _await_go(ctx):
+    ctx.wait_for(["go"])
+    return ctx
+
+
+def _went(ctx):
+    ctx.output(ctx.result("go")["value"])
+    return ctx
+
+
+register("await_go", StateFlow([{"name": "Await", "on_state": _await_go}, {"name": "Went", "on_state": _went}]))
+
+
+def _deep(levels):
+    value = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def _cyclic():
+    value = []
+    value.append(value)
+    return value
+
+
+# What a handler can do that the engine must turn into a visible failure (or accept).
+MISBEHAVIOURS = {
+    "bigint_output": lambda ctx: ctx.output(10**5000),
+    "deep_data": lambda ctx: ctx.set("deep", _deep(300)),
+    "cyclic_output": lambda ctx: ctx.output(_cyclic()),
+    "long_wait_id": lambda ctx: ctx.wait_for(["w" * 101]),
+    "long_user": lambda ctx: ctx.escalate("u" * 151, "May I?"),
+    "inf_timeout": lambda ctx: ctx.wait_for(["w"], timeout=float("inf")),
+    "nan_timeout": lambda ctx: ctx.wait_for(["w"], timeout=float("nan")),
+    "huge_timeout": lambda ctx: ctx.wait_for(["w"], timeout=1e300),
+    "progress_int_message": lambda ctx: (ctx.progress(0.5, 123), ctx.output("ok")),
+    "nul_output": lambda ctx: ctx.output("a\x00b"),
+}
+
+
+def _misbehave(ctx):
+    what = ctx.input()
+    if what == "die" and os.environ.get("ENVOY_TEST_LET_WORKERS_DIE") == "1":
+        os.kill(os.getpid(), signal.SIGKILL)  # a worker that dies inside this transition, every time
+    MISBEHAVIOURS.get(what, lambda ctx: ctx.output("ok"))(ctx)
+    return ctx
+
+
+register("misbehave", StateFlow([{"name": "Misbehave", "on_state": _misbehave}]))
 
 from tests.testapp import agent_flows  # noqa: E402,F401
