@@ -47,7 +47,7 @@ INSERT_JOBS = """
 INSERT INTO envoy_django_job (
     id, flow, status, state, step, max_steps, context, input, output, error, error_type, traceback,
     parent_id, parent_wait_id, attempts, progress, progress_message, idempotency_key, lease_owner,
-    lease_expires_at, run_after, enqueued_at, rq_job_id, created_at, updated_at, started_at, finished_at)
+    lease_expires_at, run_after, enqueued_at, claims, created_at, updated_at, started_at, finished_at)
 SELECT
     gen_random_uuid(),
     (%(flows)s::text[])[1 + i %% 20],
@@ -73,7 +73,7 @@ SELECT
     CASE s.status WHEN 'running' THEN timestamptz '2100-01-01' END,
     CASE s.status WHEN 'pending' THEN timestamptz '2100-01-01' + (i %% 1000) * interval '1 minute' END,
     s.created + interval '5 ms',
-    'envoy-' || md5(i::text),
+    0,
     s.created,
     s.created + interval '10 seconds',
     CASE WHEN s.status <> 'pending' THEN s.created + interval '1 second' END,

@@ -23,8 +23,9 @@ What it does
     FLUSHALLs Redis, SIGKILLs a whole ``envoy_worker`` (supervisor and workers,
     the one holding RQ's scheduler lock if it can tell) and starts another,
     terminates every PostgreSQL connection of the workers, and restarts its
-    Redis server (empty); handlers also fail at random (--fail-rate) and are
-    retried with backoff;
+    Redis server (empty); three jobs are armed (``ENVOY_FAULTS``) so that the
+    worker taking their message dies before claiming them; handlers also fail
+    at random (--fail-rate) and are retried with backoff;
   * stops the supervisors (warm shutdown), then checks and prints:
       - every job is done, with the children its plan asked for;
       - each job's successful Step history holds each transition exactly once
@@ -297,6 +298,7 @@ class Run:
     resolved_waits: int = 0
     call_errors: Counter = field(default_factory=Counter)
     supervisor_restarts: int = 0
+    faults_fired: int = 0  # workers killed between taking a message and claiming its job
     leftovers: list[str] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     started_wall: dt.datetime | None = None
@@ -314,8 +316,9 @@ def make_plan(rng: random.Random, index: int) -> dict:
 
 class Harness:
     def __init__(self, args: argparse.Namespace, processes: Processes, redis_server: RedisServer,
-                 worker_env: dict[str, str]) -> None:
+                 worker_env: dict[str, str], faults: Path) -> None:
         self.args = args
+        self.faults = faults
         self.processes = processes
         self.redis = redis_server
         self.worker_env = worker_env
@@ -458,16 +461,35 @@ class Harness:
 
     # --- feeding and answering ------------------------------------------------
 
-    def submit(self, plan: dict) -> bool:
+    def submit(self, plan: dict, *, kill_before_claim: bool = False) -> bool:
+        """Schedule the plan's job; with ``kill_before_claim``, the worker that takes its message dies at once."""
+        from django.db import transaction
+
         from envoy_django import scheduler
         from envoy_django.models import Job
 
         try:
-            scheduler.schedule("chaos_main", plan, idempotency_key=plan["key"])
-        except Exception as exc:  # Redis down: the row committed, the message did not go out
+            with transaction.atomic():  # the message goes out on commit: after the fault is armed
+                job_id = scheduler.schedule("chaos_main", plan, idempotency_key=plan["key"])
+                if kill_before_claim:
+                    with self.faults.open("a") as handle:
+                        handle.write(f"before_claim {job_id}\n")
+                    self.run.events["kill_before_claim"] = self.run.events.get("kill_before_claim", 0) + 1
+        except Exception as exc:
             self.run.call_errors[f"schedule: {type(exc).__name__}"] += 1
             return Job.objects.filter(idempotency_key=plan["key"]).exists()
         return True
+
+    def collect_fired_faults(self) -> None:
+        """Each fault that fired is a kill: its job must run within the bound, like any other victim."""
+        seen = {(kill.pid, tuple(kill.victims)) for kill in self.run.kills}
+        for line in self.faults.read_text().splitlines():
+            if line.startswith("fired "):
+                _, _, job_id, pid, when = line.split()
+                at = dt.datetime.fromtimestamp(float(when), tz=dt.timezone.utc)
+                if (int(pid), (job_id,)) not in seen:
+                    self.run.kills.append(Kill(at, int(pid), [job_id]))
+                    self.run.faults_fired += 1
 
     def resolve_events(self) -> None:
         from envoy_django import scheduler
@@ -509,6 +531,8 @@ class Harness:
                    "the worker processes to start")
         plans = [make_plan(self.rng, i) for i in range(args.jobs)]
         pending = list(plans)
+        # Three jobs whose first worker dies between dequeue and claim, spread over the run.
+        doomed = {plans[int(args.jobs * f)]["key"] for f in (0.1, 0.5, 0.85)}
         disruptions = [(0.20, "flushall", self.flushall), (0.30, "kill_supervisor", self.kill_supervisor),
                        (0.45, "pg_terminate", self.terminate_connections),
                        (0.70, "redis_restart", self.restart_redis)]
@@ -527,7 +551,7 @@ class Harness:
             finished_top = Job.objects.filter(parent=None, status__in=FINISHED).count()
             unfinished_top = len(self.run.plans) - finished_top
             while pending and unfinished_top < args.inflight:
-                if not self.submit(pending[0]):
+                if not self.submit(pending[0], kill_before_claim=pending[0]["key"] in doomed):
                     break
                 plan = pending.pop(0)
                 self.run.plans[plan["key"]] = plan
@@ -543,6 +567,7 @@ class Harness:
             if now >= next_kill:
                 self.kill_a_worker()
                 next_kill = time.monotonic() + self._kill_gap()
+            self.collect_fired_faults()
             if now >= next_report:
                 log(f"{finished_top}/{args.jobs} top-level jobs finished, {len(self.run.kills)} kills")
                 next_report = now + 10
@@ -562,8 +587,8 @@ class Harness:
         lines = [f"gave up after {self.args.timeout}s: job statuses {dict(counts)}"]
         for job in Job.objects.exclude(status__in=FINISHED).order_by("updated_at")[:10]:
             lines.append(f"  {job.pk} {job.flow} {job.status} state={job.state} owner={job.lease_owner!r} "
-                         f"expires={job.lease_expires_at} run_after={job.run_after} rq={job.rq_job_id} "
-                         f"updated={job.updated_at}")
+                         f"expires={job.lease_expires_at} run_after={job.run_after} sent={job.enqueued_at} "
+                         f"claims={job.claims} updated={job.updated_at}")
         return "\n".join(lines)
 
     def stop_supervisors(self) -> None:
@@ -814,6 +839,9 @@ def verify(run: Run) -> tuple[list[str], dict[str, Any]]:
     for name in ("flushall", "kill_supervisor", "pg_terminate", "redis_restart"):
         if name not in run.events:
             failures.append(f"disruption {name} did not happen")
+    if run.faults_fired != run.events.get("kill_before_claim", 0) or not run.faults_fired:
+        failures.append(f"{run.faults_fired} of {run.events.get('kill_before_claim', 0)} kills between dequeue "
+                        "and claim happened")
     if len(run.kills) < 3:
         failures.append(f"only {len(run.kills)} kills: the run was too short to test recovery")
     if run.supervisor_restarts:
@@ -910,12 +938,14 @@ def main(argv: list[str] | None = None) -> int:
         call_command("migrate", verbosity=0)
         with connection.cursor() as cursor:
             cursor.execute(RECORDERS_SQL)
-        worker_env = {**os.environ, **env, "ENVOY_CHAOS_RECORD": "1",
+        faults = log_dir / "faults"
+        faults.write_text("")
+        worker_env = {**os.environ, **env, "ENVOY_CHAOS_RECORD": "1", "ENVOY_FAULTS": str(faults),
                       "ENVOY_CHAOS_FAIL_RATE": str(args.fail_rate), "ENVOY_CHAOS_WORK_MS": args.work_ms,
                       "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         log(f"database {db_name}, redis {redis_server.url}, logs {log_dir}; setup {time.monotonic() - t0:.1f}s")
 
-        harness = Harness(args, processes, redis_server, worker_env)
+        harness = Harness(args, processes, redis_server, worker_env, faults)
         try:
             harness.drive()
         finally:
@@ -925,7 +955,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"kills: {len(run.kills)} (victim jobs {sum(len(k.victims) for k in run.kills)}), "
               f"disruptions: " + ", ".join(f"{k}={v}" for k, v in run.events.items()
-                                           if k in ("flushall", "kill_supervisor", "pg_terminate", "redis_restart")))
+                                           if k in ("flushall", "kill_supervisor", "pg_terminate", "redis_restart",
+                                                    "kill_before_claim")))
         print(f"lease claims {stats['claims']}, takeovers after expiry {stats['takeovers']}, "
               f"steps outside their worker's lease {stats['steps_outside_lease']}, "
               f"handler calls {stats['handler_calls']} (re-executed {stats['reexecuted']}, "

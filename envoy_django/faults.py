@@ -2,8 +2,9 @@
 
 Inert unless the environment variable ``ENVOY_FAULTS`` names a file. Each
 line of that file is ``<point> <job id>``; a process that reaches a listed
-point for that job removes the line (each fault fires once) and kills
-itself with SIGKILL, as the OOM killer would. Points:
+point for that job replaces the line with ``fired <point> <job id> <pid>
+<unix time>`` (each fault fires once, and says when) and kills itself with
+SIGKILL, as the OOM killer would. Points:
 
 - ``before_claim``: a worker took the message off the queue and has not
   claimed the job yet.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import time
 from typing import Any
 
 
@@ -28,7 +30,7 @@ def point(name: str, job_id: Any) -> None:
             lines = handle.read().splitlines()
             if wanted not in lines:
                 return
-            lines.remove(wanted)
+            lines[lines.index(wanted)] = f"fired {wanted} {os.getpid()} {time.time():.6f}"
             handle.seek(0)
             handle.truncate()
             handle.write("".join(f"{line}\n" for line in lines))

@@ -49,7 +49,8 @@ def get_flow(name: str) -> "StateFlow":
     except KeyError:
         pass
     _require_ready()
-    known = ", ".join(sorted(_flows)) or "none"
+    names = sorted(_flows)
+    known = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") if names else "none"
     raise UnknownFlowError(f"no flow is registered as {short_repr(name)} (registered: {known})")
 
 

@@ -149,6 +149,10 @@ def resolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
             f"job {pk} has no wait {short_repr(wait_id)} (wait ids are strings of at most {MAX_WAIT_ID} characters)"
         )
     check_payload(value, f"value for wait {wait_id!r} of job {pk}")
+    # Refused before any lock when it can be: the loser of two answers never holds the job back.
+    found = Wait.objects.filter(job_id=pk, wait_id=wait_id).values_list("type", "status").first()
+    if found:
+        _check_event_wait(pk, wait_id, *found)
     with aftercommit.atomic():
         job = transitions.lock_family(pk)
         if job is None:
@@ -156,12 +160,16 @@ def resolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
         wait = Wait.objects.select_for_update().filter(job_id=job.pk, wait_id=wait_id).first()
         if wait is None:
             raise WaitNotFoundError(f"job {job.pk} has no wait {wait_id!r}")
-        if wait.type != WaitType.EVENT:
-            how = "reply_to_escalation()" if wait.type == WaitType.ESCALATION else "the child job ending"
-            raise JobStateError(f"wait {wait_id!r} of job {job.pk} is a {wait.type} wait; it resolves by {how}")
-        if wait.status != WaitStatus.PENDING:
-            raise JobStateError(f"wait {wait_id!r} of job {job.pk} is already {wait.status}")
+        _check_event_wait(pk, wait_id, wait.type, wait.status)
         transitions.resolve_wait(job, wait, WaitStatus.RESOLVED, value=value)
+
+
+def _check_event_wait(job_id: uuid.UUID, wait_id: str, kind: str, status: str) -> None:
+    if kind != WaitType.EVENT:
+        how = "reply_to_escalation()" if kind == WaitType.ESCALATION else "the child job ending"
+        raise JobStateError(f"wait {wait_id!r} of job {job_id} is a {kind} wait; it resolves by {how}")
+    if status != WaitStatus.PENDING:
+        raise JobStateError(f"wait {wait_id!r} of job {job_id} is already {status}")
 
 
 def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *, user: Any = None) -> None:

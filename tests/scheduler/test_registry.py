@@ -32,7 +32,7 @@ def test_register_refuses_a_different_flow_under_a_taken_name():
 
 
 def test_unknown_flow_lists_the_registered_ones():
-    with pytest.raises(UnknownFlowError, match="'nope'.*registered: .*hello"):
+    with pytest.raises(UnknownFlowError, match="'nope'.*registered: .*child"):
         get_flow("nope")
 
 

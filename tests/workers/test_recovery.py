@@ -37,8 +37,8 @@ def test_a_worker_killed_between_dequeue_and_claim_is_recovered_within_the_bound
     faults = tmp_path / "faults"
     faults.write_text(f"before_claim {job_id}\n")
     workers.start(extra_env={"ENVOY_FAULTS": str(faults)})
-    wait_until(lambda: faults.read_text() == "", what="the worker to take the message and die")
-    killed_at = dt.datetime.fromtimestamp(faults.stat().st_mtime, tz=dt.timezone.utc)
+    wait_until(lambda: faults.read_text().startswith("fired"), what="the worker to take the message and die")
+    killed_at = dt.datetime.fromtimestamp(float(faults.read_text().split()[-1]), tz=dt.timezone.utc)
     wait_until(lambda: Job.objects.get(pk=job_id).status == JobStatus.DONE, what="the job to finish")
     job = Job.objects.get(pk=job_id)
     assert job.output == "Hello again! Bye!"
