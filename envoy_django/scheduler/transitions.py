@@ -328,8 +328,8 @@ def _cancel_descendants(job: Job, now: dt.datetime) -> None:
             break
         ids = [child.pk for child in children]
         values = dict(
-            status=JobStatus.CANCELLED, error=f"cancelled with ancestor {job.pk}", finished_at=now, updated_at=now,
-            lease_owner="", lease_expires_at=None, run_after=None,
+            status=JobStatus.CANCELLED, error=f"cancelled with ancestor {job.pk}", error_type="", traceback="",
+            finished_at=now, updated_at=now, lease_owner="", lease_expires_at=None, run_after=None,
         )
         Job.objects.filter(pk__in=ids).update(**values)
         waits.cancel_open(ids, now)
