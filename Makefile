@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Extra requirements for the test venv, e.g. PIP_PINS="'rq<3'" for the LTS leg.
+PIP_PINS ?=
 
 .PHONY: test demo bench chaos install clean
 
@@ -12,7 +14,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' $(PIP_PINS)
 	touch $@
 
 test: install

@@ -9,5 +9,7 @@ class EnvoyConfig(AppConfig):
 
     def ready(self) -> None:
         from envoy_django import checks, conf  # noqa: F401  (registers checks and the settings reset)
+        from envoy_django.dispatch.rq_settings import use_json_serializer
 
+        use_json_serializer()
         autodiscover_modules("flows")

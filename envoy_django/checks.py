@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core import checks
 
 from envoy_django.conf import DEFAULTS, NUMERIC_KEYS
+from envoy_django.dispatch.rq_settings import JSON_SERIALIZER, envoy_queue_entry, is_json_serializer
 
 
 @checks.register()
@@ -45,10 +47,19 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             hint=f"Add RQ_QUEUES = {{{queue!r}: {{'URL': 'redis://localhost:6379/0'}}}} or set ENVOY['QUEUE'].",
             id="envoy_django.E005",
         ))
-    if execution == "rq" and "django_rq" not in settings.INSTALLED_APPS:
+    if execution == "rq" and not apps.is_installed("django_rq"):
         errors.append(checks.Error(
             "ENVOY['EXECUTION'] is 'rq' but 'django_rq' is not in INSTALLED_APPS.",
             hint="INSTALLED_APPS += ['django_rq'].",
             id="envoy_django.E006",
+        ))
+    entry = envoy_queue_entry()
+    if entry is not None and not is_json_serializer(entry.get("SERIALIZER", JSON_SERIALIZER)):
+        errors.append(checks.Error(
+            f"RQ_QUEUES[{queue!r}] sets SERIALIZER {entry['SERIALIZER']!r}; the Envoy queue must use "
+            "RQ's JSON serializer, or django-rq (its dashboard included) unpickles what Redis holds.",
+            hint=f"Remove SERIALIZER from RQ_QUEUES[{queue!r}] (envoy-django sets it) or set it to "
+                 f"{JSON_SERIALIZER!r}; give other work a queue of its own.",
+            id="envoy_django.E007",
         ))
     return errors

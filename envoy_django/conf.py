@@ -71,3 +71,6 @@ envoy_settings = EnvoySettings()
 def _reload(setting: str, **kwargs: Any) -> None:
     if setting in ("ENVOY", "RQ_QUEUES"):
         envoy_settings.reload()
+        from envoy_django.dispatch.rq_settings import use_json_serializer
+
+        use_json_serializer()

@@ -70,6 +70,14 @@ class IdempotencyConflictError(EnvoyError):
         super().__init__(message)
 
 
+class MissingExtraError(EnvoyError, ImportError):
+    """A feature needs a package that was not installed with envoy-django."""
+
+    def __init__(self, extra: str, feature: str) -> None:
+        self.extra = extra
+        super().__init__(f"{feature} needs envoy-django's [{extra}] extra: pip install 'envoy-django[{extra}]'")
+
+
 class NotReadyError(EnvoyError):
     """envoy-django was used before Django's app registry was ready."""
 

@@ -22,10 +22,17 @@ from multiprocessing.connection import wait as wait_for_exit
 from typing import Any
 
 from django.db import close_old_connections, connections
-from rq import SimpleWorker
-from rq.serializers import JSONSerializer
+
+from envoy_django.exceptions import MissingExtraError
+
+try:
+    from rq import SimpleWorker
+    from rq.serializers import JSONSerializer
+except ImportError as exc:
+    raise MissingExtraError("rq", "envoy_worker in 'rq' mode") from exc
 
 from envoy_django.conf import envoy_settings
+from envoy_django.dispatch.rq import message_problem
 from envoy_django.scheduler.executor import run_job
 from envoy_django.sweeper import sweep_once
 
@@ -45,7 +52,24 @@ def perform(job_id: str) -> None:
 
 
 class EnvoyWorker(SimpleWorker):
-    """RQ's SimpleWorker, with a warm shutdown that also reaches the running job."""
+    """RQ's SimpleWorker that runs Envoy's own messages only, with a warm shutdown that reaches the job.
+
+    Anyone who can write to Redis can put a message on the queue; a message
+    that is not exactly ``perform("<job uuid>")`` (another function, a
+    pickle, keyword arguments, callbacks, dependencies) is logged at ERROR
+    and removed, before anything it names is imported or called.
+    """
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        problem = message_problem(job)
+        if problem is None:
+            super().execute_job(job, queue)
+            return
+        log.error("refused RQ message %s on queue %s: %s; removed it", job.id, queue.name, problem)
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
+            job.delete(pipeline=pipeline, remove_from_queue=True)
+            pipeline.execute()
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         _stop.set()

@@ -1,6 +1,9 @@
 """django-rq dispatch: the message is the job id, serialized as JSON.
 
-JSON, not pickle: nothing a queue holds is ever unpickled by a worker.
+JSON, not pickle: nothing a queue holds is ever unpickled, by a worker or by
+django-rq's dashboard (the app sets the Envoy queue's SERIALIZER, see
+``rq_settings.py``). And a worker runs only Envoy's own message:
+``message_problem`` refuses anything else before it is imported or called.
 """
 
 from __future__ import annotations
@@ -10,9 +13,15 @@ import uuid
 from typing import Any
 
 from django.utils import timezone
-from rq.serializers import JSONSerializer
 
 from envoy_django.conf import envoy_settings
+from envoy_django.exceptions import MissingExtraError
+from envoy_django.flow.values import short_repr
+
+try:
+    from rq.serializers import JSONSerializer
+except ImportError as exc:
+    raise MissingExtraError("rq", "ENVOY['EXECUTION'] = 'rq'") from exc
 
 PERFORM = "envoy_django.worker.perform"
 
@@ -36,3 +45,35 @@ class RQDispatcher:
 
     def run_enqueued(self) -> None:
         """Workers run the jobs."""
+
+
+def message_problem(rq_job: Any) -> str | None:
+    """Why an RQ message is not Envoy's own (``perform("<job uuid>")`` and nothing else), or None if it is.
+
+    Read from the message's JSON and stored fields only: nothing it names is
+    imported, and a pickle fails to decode as JSON before anything runs.
+    """
+    try:
+        func_name, instance, args, kwargs = rq_job.func_name, rq_job.instance, rq_job.args, rq_job.kwargs
+    except Exception as exc:  # a pickle or garbage: RQ's DeserializationError, or worse
+        return f"not a JSON message ({type(exc).__name__})"
+    if func_name != PERFORM:
+        return f"it calls {short_repr(func_name)}, not {PERFORM}"
+    if instance is not None:
+        return "it has an instance"
+    if kwargs:
+        return "it has keyword arguments"
+    if not isinstance(args, (list, tuple)) or len(args) != 1 or not isinstance(args[0], str):
+        return f"its arguments are {short_repr(args)}, not one job id"
+    try:
+        canonical = str(uuid.UUID(args[0])) == args[0]
+    except ValueError:
+        canonical = False
+    if not canonical:
+        return f"its argument {short_repr(args[0])} is not a job id"
+    for callback in ("success", "failure", "stopped"):
+        if getattr(rq_job, f"_{callback}_callback_name", None):
+            return f"it names an on_{callback} callback"
+    if getattr(rq_job, "_dependency_ids", None):
+        return "it depends on other RQ jobs"
+    return None

@@ -11,7 +11,12 @@ import os
 import threading
 from typing import Any
 
-import openai
+from envoy_django.exceptions import MissingExtraError
+
+try:
+    import openai
+except ImportError as exc:
+    raise MissingExtraError("openai", "OpenAIProvider") from exc
 
 from envoy_django.llm.base import LlmError, LlmPermanentError, LlmResponse, LlmRetryableError
 

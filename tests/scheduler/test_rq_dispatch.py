@@ -68,3 +68,21 @@ def test_nothing_is_enqueued_when_the_transaction_rolls_back(rq_mode):
         raise RuntimeError("roll back")
     assert get_queue().count == 0
     assert not Job.objects.exists()
+
+
+@pytest.mark.services
+def test_the_envoy_queue_can_share_the_sites_django_redis_cache(redis_conn):
+    """``RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "default"}}``: one Redis connection setup for the site."""
+    from django.conf import settings
+    from django.core.cache import caches
+
+    caches_setting = {"default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": settings.REDIS_URL}}
+    with override_settings(CACHES=caches_setting, RQ_QUEUES={"envoy": {"USE_REDIS_CACHE": "default"}}, ENVOY=RQ_MODE):
+        caches["default"].set("site-key", "kept")
+        job_id = scheduler.schedule("hello", "cache")
+        assert get_queue().connection.connection_pool is caches["default"].client.get_client().connection_pool
+        assert get_queue().count == 1
+        drain()
+        assert caches["default"].get("site-key") == "kept"
+        caches["default"].delete("site-key")
+    assert scheduler.get_job(job_id).output == "Hello cache! Bye!"

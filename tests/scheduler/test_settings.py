@@ -42,6 +42,7 @@ def test_misconfiguration_is_reported_with_ids_and_hints():
     assert isinstance(message, checks.Error) and "RQ_QUEUES" in message.hint
 
 
+@pytest.mark.django_db  # Django 6.1's check command runs the database checks too
 def test_checks_run_with_manage_py_check():
     from django.core.management import call_command
     from django.core.management.base import SystemCheckError

@@ -36,9 +36,12 @@ class Command(BaseCommand):
         if envoy_settings.EXECUTION != "rq":
             self._immediate(options)
             return
-        from redis.exceptions import ConnectionError as RedisConnectionError
+        try:
+            from envoy_django.worker import Supervisor  # first: it names the extra if rq is missing
 
-        from envoy_django.worker import Supervisor
+            from redis.exceptions import ConnectionError as RedisConnectionError
+        except ImportError as exc:
+            raise CommandError(str(exc)) from exc
 
         queue = options["queue"] or envoy_settings.QUEUE
         try:
