@@ -11,10 +11,15 @@ Every exception ends somewhere visible:
   (``DataError``, ``IntegrityError``...), fails the job at once, with its
   type, message and traceback on the job and a Step row saying where;
 - an ``OperationalError`` (the connection dropped, a lock timed out) hands
-  the job back to be run again; if even that cannot be written, the lease
-  runs out and the sweep sends it again. Each of these counts as a claim
-  that committed nothing, so one that keeps happening ends as a poison job
-  (``ENVOY["MAX_CLAIMS"]``), never as a job that loops forever.
+  the job back to run again after a backoff; this counts as a claim that
+  committed nothing, so one that keeps happening ends as a poison job
+  (``ENVOY["MAX_CLAIMS"]``), never as a job that loops forever;
+- a failure whose failure cannot be recorded either (say, code deployed
+  ahead of its migrations) hands the job back for LEASE_SECONDS without
+  counting the claim: it waits for the database to be right, instead of
+  failing as poison because of it;
+- if even handing back cannot be written, the lease runs out and the
+  sweep sends the job again.
 """
 
 from __future__ import annotations
@@ -317,18 +322,23 @@ class _Run:
             self._fail(exc)
         except LeaseLostError:
             pass
-        except Exception:
-            log.exception("job %s: failed with %s and the failure could not be recorded; the sweep retries it",
-                          self.job.pk, type(exc).__name__)
-            close_old_connections()
+        except Exception as recording:
+            log.exception("job %s: failed with %s and the failure could not be recorded (%s: %s); "
+                          "trying again in %ss", self.job.pk, type(exc).__name__, type(recording).__name__,
+                          recording, envoy_settings.LEASE_SECONDS)
+            self._back_off(envoy_settings.LEASE_SECONDS, counts=False)
 
     def _hand_back(self, exc: OperationalError) -> None:
-        """The database let us down mid-run: give the job back to be run again, if we still can."""
+        """The database let us down mid-run (a dropped connection, a lock timeout): run it again soon."""
         log.warning("job %s: database error (%s); handing it back", self.job.pk, exc)
+        delay = retry_delay(self.job.claims) if envoy_settings.EXECUTION == "rq" else 0.0
+        self._back_off(delay, counts=True)
+
+    def _back_off(self, delay: float, *, counts: bool) -> None:
         close_old_connections()
         try:
             with aftercommit.atomic():
-                self.held.hand_back()
+                self.held.back_off(delay, counts=counts)
         except Exception:
             log.warning("job %s: could not hand it back either; the sweep sends it again once its lease expires",
                         self.job.pk)

@@ -251,12 +251,22 @@ class Held:
                     lease_expires_at=None, updated_at=now, enqueued_at=now)
         aftercommit.enqueue(self.job.pk)
 
-    def hand_back(self) -> None:
-        """The run broke off (a database error): pending again; this claim counts towards MAX_CLAIMS."""
+    def back_off(self, delay: float, *, counts: bool) -> None:
+        """The run broke off on a database error: pending again, to run in ``delay`` seconds.
+
+        ``counts``: whether this claim counts towards MAX_CLAIMS. A run that
+        could not even record its failure (the schema behind the code, say)
+        does not count: the job waits for the database to be right, instead
+        of failing as poison because of it.
+        """
         now = timezone.now()
-        self._fence(status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, updated_at=now,
-                    enqueued_at=now)
-        aftercommit.enqueue(self.job.pk)
+        run_after = now + dt.timedelta(seconds=delay) if delay > 0 else None
+        values: dict[str, Any] = dict(status=JobStatus.PENDING, lease_owner="", lease_expires_at=None,
+                                      run_after=run_after, updated_at=now, enqueued_at=now)
+        if not counts:
+            values["claims"] = max(self.job.claims - 1, 0)
+        self._fence(**values)
+        aftercommit.enqueue(self.job.pk, run_after)
 
     def finish(self, status: str, **kwargs: Any) -> None:
         """End the job (the caller locked the parent first: ``lock_parent``)."""

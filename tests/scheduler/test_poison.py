@@ -12,6 +12,7 @@ import logging
 import pytest
 from django.db import DataError, OperationalError
 from django.test import override_settings
+from django.utils import timezone
 
 from envoy_django import scheduler, signals
 from envoy_django.models import Job, JobStatus
@@ -96,6 +97,26 @@ def test_a_lost_connection_hands_the_job_back_and_it_runs_again(monkeypatch):
     job = scheduler.get_job(scheduler.schedule("hello", "again"))
     assert raised == [1]
     assert (job.status, job.output, job.claims) == ("done", "Hello again! Bye!", 0)
+
+
+def test_a_failure_that_cannot_be_recorded_waits_for_the_database_without_counting_as_poison(monkeypatch):
+    """Code deployed ahead of its migrations: every write of this job's history fails."""
+    from django.db import ProgrammingError
+
+    from envoy_django.models import Step
+
+    def no_column(*args, **kwargs):
+        raise ProgrammingError('column "notes" of relation "envoy_django_step" does not exist')
+
+    monkeypatch.setattr(Step.objects, "create", no_column)
+    job = scheduler.get_job(scheduler.schedule("hello", "later"))
+    assert (job.status, job.claims, job.error, job.steps.count()) == ("pending", 0, "", 0)
+    assert job.run_after is not None  # a lease's time from now: the sweep runs it then
+
+    monkeypatch.undo()  # the migration ran
+    Job.objects.filter(pk=job.pk).update(run_after=timezone.now())
+    scheduler.cleanup_orphaned_jobs()
+    assert scheduler.get_job(job.pk).output == "Hello later! Bye!"
 
 
 def test_a_job_claimed_max_claims_times_without_progress_fails_as_poison(redis_conn):
