@@ -680,6 +680,9 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
 
         # reply_to_escalation() -> the job resuming (Step.started_at of state Resume).
         reset_state_keep_workers()
+        from django.contrib.auth.models import User
+
+        User.objects.get_or_create(username="bench")  # whom bench_escalate asks: escalations need a real person
         ids = [scheduler.schedule("bench_escalate", i) for i in range(n)]
         wait_until(lambda: Job.objects.filter(pk__in=ids, status=JobStatus.BLOCKING).count() == n,
                    recovery + n * 0.1, "jobs to block on their escalations")

@@ -45,11 +45,24 @@ class HandlerError(EnvoyError):
     The original exception is ``__cause__`` and ``original``.
     """
 
-    def __init__(self, state: str, handler: str, original: BaseException, phase: str | None = None) -> None:
+    def __init__(
+        self,
+        state: str,
+        handler: str,
+        original: BaseException,
+        phase: str | None = None,
+        *,
+        step: int | None = None,
+        input: object = None,
+    ) -> None:
         self.state = state
         self.handler = handler
         self.original = original
-        self.phase = phase  # enter, state, exit or route: where the history records the failure
+        # Where the history records the failure: the phase (enter, state, exit
+        # or route), and the step number and input of the state it failed in.
+        self.phase = phase
+        self.step = step
+        self.input = input
         super().__init__(
             f"{handler} of state {state!r} raised {type(original).__name__}: {original}"
         )

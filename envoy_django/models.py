@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from envoy_django.flow.context import MAX_NAME, MAX_USERNAME, MAX_WAIT_ID
+from envoy_django.flow.context import MAX_GROUP, MAX_NAME, MAX_USERNAME, MAX_WAIT_ID
 
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -133,6 +133,7 @@ class Step(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
+    notes = models.JSONField(default=list, blank=True, help_text="What the step recorded with ctx.note().")
     worker = models.CharField(max_length=200, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
@@ -189,7 +190,10 @@ class Escalation(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="escalations")
     wait_id = models.CharField(max_length=MAX_WAIT_ID)
-    user = models.CharField(max_length=MAX_USERNAME, help_text="Username of the person asked.")
+    user = models.CharField(max_length=MAX_USERNAME, blank=True, help_text="Username of the person asked.")
+    group = models.CharField(
+        max_length=MAX_GROUP, blank=True, help_text="Name of the group asked: any of its members may answer."
+    )
     message = models.TextField()
     inputs = models.JSONField(default=list, blank=True)
     on_reject = models.CharField(max_length=16, default="fail")
@@ -208,6 +212,7 @@ class Escalation(models.Model):
         permissions = [("reply_escalation", "Can approve or reject escalations")]
         indexes = [
             models.Index(fields=["status", "user", "-created_at"], name="envoy_esc_status_user"),
+            models.Index(fields=["status", "group", "-created_at"], name="envoy_esc_status_group"),
             models.Index(fields=["status", "-created_at"], name="envoy_esc_status"),
         ]
 

@@ -7,6 +7,7 @@ knows the same names.
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING
 
 from envoy_django.exceptions import FlowDefinitionError, NotReadyError, UnknownFlowError
@@ -50,8 +51,10 @@ def get_flow(name: str) -> "StateFlow":
         pass
     _require_ready()
     names = sorted(_flows)
+    close = difflib.get_close_matches(name, names, n=3) if len(name) <= 200 else []
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     known = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "") if names else "none"
-    raise UnknownFlowError(f"no flow is registered as {short_repr(name)} (registered: {known})")
+    raise UnknownFlowError(f"no flow is registered as {short_repr(name)}{hint} (registered: {known})")
 
 
 def registered() -> dict[str, "StateFlow"]:

@@ -95,3 +95,14 @@ def progress_bar(fraction: float, title: str, text: str) -> SafeString:
         '<span class="envoy-progress__text">{}</span></span>',
         title, percent, text,
     )
+
+
+def note(value: Any) -> SafeString:
+    """A step's note (``ctx.note(kind, **details)``): its kind, then its details as compact JSON."""
+    if not isinstance(value, dict):
+        return format_html('<div class="envoy-note">{}</div>', json.dumps(value, ensure_ascii=False, default=str))
+    details = {key: item for key, item in value.items() if key != "kind"}
+    return format_html(
+        '<div class="envoy-note"><span class="envoy-note__kind">{}</span> <code>{}</code></div>',
+        value.get("kind", "note"), json.dumps(details, ensure_ascii=False, default=str),
+    )

@@ -21,17 +21,20 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from django.utils import timezone
 from django.utils.text import Truncator
+from django.utils.translation import gettext as gettext_now
+from django.utils.translation import gettext_lazy as _
 
 from envoy_django import scheduler
 from envoy_django.admin import display
+from envoy_django.scheduler import assignees
 from envoy_django.admin.forms import EscalationReplyForm
 from envoy_django.admin.pagination import EstimatedCountMixin
 from envoy_django.exceptions import EnvoyError, EscalationAlreadyRepliedError
 from envoy_django.models import Escalation, EscalationStatus, Job
 
-REPLY_PERMISSION = "envoy_django.reply_escalation"
-DECISIONS = {EscalationStatus.APPROVED: "Approved", EscalationStatus.REJECTED: "Rejected"}
+DECISIONS = {EscalationStatus.APPROVED: _("Approved"), EscalationStatus.REJECTED: _("Rejected")}
 
 
 class DefaultChoiceFilter(admin.SimpleListFilter):
@@ -56,37 +59,37 @@ class DefaultChoiceFilter(admin.SimpleListFilter):
 
 
 class AssigneeFilter(DefaultChoiceFilter):
-    """Escalations assigned to the logged-in user, unless "all users" is chosen."""
+    """Escalations asking the logged-in user, by name or through one of their groups, unless "all" is chosen."""
 
-    title = "assigned to"
+    title = _("assigned to")
     parameter_name = "assigned"
     default = "mine"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [("mine", "me"), ("all", "all users")]
+        return [("mine", _("me or my groups")), ("all", _("everyone"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if self.value() == "all":
             return queryset
-        return queryset.filter(user=request.user.get_username())
+        return queryset.filter(assignees.assigned_to(request.user))
 
 
 class StatusFilter(DefaultChoiceFilter):
     """Pending by default: the queue is what still needs an answer."""
 
-    title = "status"
+    title = _("status")
     parameter_name = "status"
     default = EscalationStatus.PENDING.value
     REPLIED = "replied"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [
-            (EscalationStatus.PENDING.value, "pending"),
-            (self.REPLIED, "replied (approved or rejected)"),
-            (EscalationStatus.APPROVED.value, "approved"),
-            (EscalationStatus.REJECTED.value, "rejected"),
-            (EscalationStatus.CANCELLED.value, "cancelled"),
-            ("all", "all"),
+            (EscalationStatus.PENDING.value, _("pending")),
+            (self.REPLIED, _("replied (approved or rejected)")),
+            (EscalationStatus.APPROVED.value, _("approved")),
+            (EscalationStatus.REJECTED.value, _("rejected")),
+            (EscalationStatus.CANCELLED.value, _("cancelled")),
+            ("all", _("all")),
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -102,18 +105,18 @@ class StatusFilter(DefaultChoiceFilter):
 
 @admin.register(Escalation)
 class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
-    list_display = ("question", "job_link", "user", "status_badge", "asked", "replied_by", "replied")
+    list_display = ("question", "job_link", "waiting_for", "status_badge", "asked", "waited", "replied_by", "replied")
     list_display_links = None
     list_filter = (AssigneeFilter, StatusFilter)
     search_fields = ("user",)
-    search_help_text = "An escalation's or a job's full id, or a username."
+    search_help_text = _("An escalation's or a job's full id, a username or a group name.")
     ordering = ("-created_at", "-id")
     sortable_by = ("asked",)
     show_facets = admin.ShowFacets.NEVER
     actions = None
     reply_template = "admin/envoy_django/escalation/reply.html"
     change_form_template = "admin/envoy_django/escalation/change_form.html"
-    fields = ("question_text", "job_link", "user", "status_badge", "inputs_json", "on_reject",
+    fields = ("question_text", "job_link", "waiting_for", "status_badge", "inputs_json", "on_reject",
               "created_at", "replied_by_username", "replied_at", "response_json")
     readonly_fields = fields
 
@@ -132,14 +135,11 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
         return request.user.is_superuser
 
     def has_view_permission(self, request: HttpRequest, obj: Escalation | None = None) -> bool:
-        return super().has_view_permission(request, obj) or request.user.has_perm(REPLY_PERMISSION)
+        return super().has_view_permission(request, obj) or request.user.has_perm(assignees.REPLY_PERMISSION)
 
     def can_reply(self, request: HttpRequest, escalation: Escalation) -> bool:
-        """Superusers, or holders of the reply permission the escalation is assigned to."""
-        user = request.user
-        if user.is_superuser:
-            return True
-        return user.has_perm(REPLY_PERMISSION) and escalation.user == user.get_username()
+        """Superusers, or holders of the reply permission who are the user asked or in the group asked."""
+        return assignees.may_answer(request.user, escalation)
 
     # --- the list ------------------------------------------------------------------
 
@@ -155,48 +155,64 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
         try:
             pk = uuid.UUID(term)
         except ValueError:
-            return queryset.filter(user=term), False
+            return queryset.filter(user=term) | queryset.filter(group=term), False
         return queryset.filter(pk=pk) | queryset.filter(job_id=pk), False
 
     def reply_url(self, escalation: Escalation) -> str:
         return reverse(f"{self.admin_site.name}:envoy_django_escalation_reply", args=[escalation.pk])
 
-    @admin.display(description="message")
+    @admin.display(description=_("waiting for"))
+    def waiting_for(self, escalation: Escalation) -> SafeString | str:
+        """``alice``, ``group reviewers``, or ``alice or group reviewers``."""
+        if escalation.user and escalation.group:
+            return format_html("{} {} {}", escalation.user, _("or group"), escalation.group)
+        if escalation.group:
+            return format_html("{} {}", _("group"), escalation.group)
+        return escalation.user or "-"
+
+    @admin.display(description=_("waited"))
+    def waited(self, escalation: Escalation) -> str:
+        """How long the question waited: until now while pending, until the answer after."""
+        end = escalation.replied_at or (timezone.now() if escalation.status == EscalationStatus.PENDING
+                                        else escalation.updated_at)
+        return display.duration(end - escalation.created_at)
+
+    @admin.display(description=_("message"))
     def question(self, escalation: Escalation) -> SafeString:
         return format_html('<a href="{}">{}</a>', self.reply_url(escalation),
                            Truncator(escalation.message).chars(90))
 
-    @admin.display(description="message")
+    @admin.display(description=_("message"))
     def question_text(self, escalation: Escalation) -> SafeString:
         return format_html('<div class="envoy-message">{}</div>', escalation.message)
 
-    @admin.display(description="job")
+    @admin.display(description=_("job"))
     def job_link(self, escalation: Escalation) -> SafeString:
         job = escalation.job
         return format_html("{} {} <small>in state {}</small>", job.flow,
                            display.job_link(self.admin_site.name, job.pk), job.state)
 
-    @admin.display(description="asked", ordering="created_at")
+    @admin.display(description=_("asked"), ordering="created_at")
     def asked(self, escalation: Escalation) -> str:
         return display.timestamp(escalation.created_at)
 
-    @admin.display(description="replied by")
+    @admin.display(description=_("replied by"))
     def replied_by(self, escalation: Escalation) -> str:
         return escalation.replied_by_username or "-"
 
-    @admin.display(description="replied")
+    @admin.display(description=_("replied"))
     def replied(self, escalation: Escalation) -> str:
         return display.timestamp(escalation.replied_at)
 
-    @admin.display(description="status")
+    @admin.display(description=_("status"))
     def status_badge(self, escalation: Escalation) -> SafeString:
         return display.badge(escalation.status)
 
-    @admin.display(description="inputs")
+    @admin.display(description=_("inputs"))
     def inputs_json(self, escalation: Escalation) -> SafeString:
         return display.pretty_json(escalation.inputs)
 
-    @admin.display(description="reply")
+    @admin.display(description=_("reply"))
     def response_json(self, escalation: Escalation) -> SafeString | str:
         return display.pretty_json(escalation.response) if escalation.response is not None else "-"
 
@@ -212,7 +228,7 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
     def reply_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         escalation = self.get_object(request, unquote(object_id))
         if escalation is None:
-            raise Http404(f"no escalation {object_id!r}")
+            raise Http404(gettext_now("No escalation %(id)r.") % {"id": object_id})
         if not self.has_view_permission(request, escalation):
             raise PermissionDenied
         may_reply = self.can_reply(request, escalation)
@@ -221,17 +237,19 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
             if not may_reply:
                 raise PermissionDenied
             if escalation.status != EscalationStatus.PENDING:
-                messages.warning(request, already_replied(escalation) + " Your reply was not recorded.")
+                messages.warning(request, f"{already_replied(escalation)} {gettext_now('Your reply was not recorded.')}")
                 return HttpResponseRedirect(self.reply_url(escalation))
             form = EscalationReplyForm(escalation.inputs, request.POST)
             decision = request.POST.get("decision")
             if form.is_valid() and decision not in DECISIONS:
-                form.add_error(None, "Choose Approve or Reject.")
+                form.add_error(None, gettext_now("Choose Approve or Reject."))
+            if form.is_valid():
+                form.check_decision(decision)
             if form.is_valid():
                 try:
                     scheduler.reply_to_escalation(escalation.pk, form.reply_values(), decision, user=request.user)
                 except EscalationAlreadyRepliedError as exc:  # answered meanwhile, e.g. in another tab
-                    messages.warning(request, f"{exc}. Your reply was not recorded.")
+                    messages.warning(request, f"{exc}. {gettext_now('Your reply was not recorded.')}")
                     return HttpResponseRedirect(self.reply_url(escalation))
                 except EnvoyError as exc:
                     form.add_error(None, str(exc))
@@ -242,11 +260,11 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
     def reply_done(self, request: HttpRequest, escalation: Escalation, decision: str) -> HttpResponse:
         escalation.refresh_from_db()
         self.log_change(request, escalation, f"{DECISIONS[decision]} through the reply page.")
-        messages.success(
-            request, f"{DECISIONS[decision]} “{Truncator(escalation.message).chars(60)}” "
-                     f"for job {display.short_id(escalation.job_id)}."
-        )
-        job_admin = self.admin_site._registry.get(Job)
+        messages.success(request, gettext_now("%(decision)s “%(message)s” for job %(job)s.") % {
+            "decision": DECISIONS[decision], "message": Truncator(escalation.message).chars(60),
+            "job": display.short_id(escalation.job_id),
+        })
+        job_admin = self.admin_site.get_model_admin(Job) if self.admin_site.is_registered(Job) else None
         if job_admin is not None and job_admin.has_view_permission(request):
             return HttpResponseRedirect(display.change_url(self.admin_site.name, "job", escalation.job_id))
         return HttpResponseRedirect(reverse(f"{self.admin_site.name}:envoy_django_escalation_changelist"))
@@ -254,10 +272,10 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
     def render_reply(self, request: HttpRequest, escalation: Escalation, form: EscalationReplyForm,
                      may_reply: bool) -> HttpResponse:
         pending = escalation.status == EscalationStatus.PENDING
-        admin_form = helpers.AdminForm(form, [("Your reply", {"fields": list(form.fields)})], {})
+        admin_form = helpers.AdminForm(form, [(_("Your reply"), {"fields": list(form.fields)})], {})
         context = {
             **self.admin_site.each_context(request),
-            "title": "Approve or reject",
+            "title": _("Approve or reject"),
             "opts": self.opts,
             "original": escalation,
             "escalation": escalation,
@@ -280,5 +298,7 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
 
 def already_replied(escalation: Escalation) -> str:
     """``This escalation was already approved by alice.``"""
-    who = f" by {escalation.replied_by_username}" if escalation.replied_by_username else ""
-    return f"This escalation was already {escalation.status}{who}."
+    if escalation.replied_by_username:
+        return gettext_now("This escalation was already %(status)s by %(user)s.") % {
+            "status": escalation.status, "user": escalation.replied_by_username}
+    return gettext_now("This escalation was already %(status)s.") % {"status": escalation.status}

@@ -10,6 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from envoy_django.flow.context import option_pairs
+from envoy_django.scheduler.replies import unticked_approvals
 
 BLANK_CHOICE = ("", "---------")
 
@@ -26,6 +30,13 @@ class EscalationReplyForm(forms.Form):
         for spec in inputs:
             self.fields[spec["id"]] = input_field(spec)
 
+    def check_decision(self, decision: str) -> None:
+        """Approving needs every ``approve`` box ticked: each unticked one is an error on its field."""
+        if decision != "approved":
+            return
+        for spec in unticked_approvals(self.inputs, self.cleaned_data):
+            self.add_error(spec["id"], _("Tick this to approve, or reject."))
+
     def reply_values(self) -> dict[str, Any]:
         """The cleaned values keyed by input id; empty text means "not given"."""
         values: dict[str, Any] = {}
@@ -41,7 +52,7 @@ def input_field(spec: dict[str, Any]) -> forms.Field:
     kind = spec["type"]
     if kind == "select":
         # A blank first choice even when required: no option is picked for the person.
-        choices = [BLANK_CHOICE, *((str(k), str(v)) for k, v in spec["options"].items())]
+        choices = [BLANK_CHOICE, *option_pairs(spec["options"])]
         return forms.ChoiceField(label=label, choices=choices, required=required)
     if kind == "comment":
         return forms.CharField(label=label, required=required,
@@ -53,7 +64,8 @@ def input_field(spec: dict[str, Any]) -> forms.Field:
 
 class FailJobsForm(forms.Form):
     reason = forms.CharField(
+        label=_("Reason"),
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Recorded as each job's error.",
+        help_text=_("Recorded as each job's error."),
     )

@@ -14,6 +14,8 @@ from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
+from django.utils.translation import gettext, ngettext
+from django.utils.translation import gettext_lazy as _
 
 from envoy_django import scheduler
 from envoy_django.admin.forms import FailJobsForm
@@ -28,14 +30,23 @@ def selected_ids(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Q
     ids = list(queryset.values_list("pk", flat=True)[: ACTION_LIMIT + 1])
     if len(ids) > ACTION_LIMIT:
         modeladmin.message_user(
-            request, f"Select at most {ACTION_LIMIT} jobs at a time; nothing was changed.", messages.ERROR
+            request, gettext("Select at most %(limit)s jobs at a time; nothing was changed.") % {"limit": ACTION_LIMIT},
+            messages.ERROR,
         )
         return None
     return ids
 
 
+# What each action reports, singular and plural: whole sentences, so they translate.
+DONE = {
+    "cancel": ("Cancelled %(count)d job.", "Cancelled %(count)d jobs."),
+    "retry": ("Re-queued %(count)d job.", "Re-queued %(count)d jobs."),
+    "fail": ("Failed %(count)d job.", "Failed %(count)d jobs."),
+}
+
+
 def apply_to_each(modeladmin: admin.ModelAdmin, request: HttpRequest, ids: list[Any],
-                  operation: Callable[[Any], None], past_tense: str) -> None:
+                  operation: Callable[[Any], None], verb: str) -> None:
     done = 0
     errors: list[str] = []
     for job_id in ids:
@@ -46,28 +57,30 @@ def apply_to_each(modeladmin: admin.ModelAdmin, request: HttpRequest, ids: list[
         else:
             done += 1
     if done:
-        modeladmin.message_user(request, f"{past_tense} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS)
+        singular, plural = DONE[verb]
+        modeladmin.message_user(request, ngettext(singular, plural, done) % {"count": done}, messages.SUCCESS)
     for error in errors[:ERRORS_SHOWN]:
         modeladmin.message_user(request, error, messages.ERROR)
     if len(errors) > ERRORS_SHOWN:
-        modeladmin.message_user(request, f"... and {len(errors) - ERRORS_SHOWN} more errors.", messages.ERROR)
+        modeladmin.message_user(request, gettext("... and %(count)d more errors.") % {"count": len(errors) - ERRORS_SHOWN},
+                                messages.ERROR)
 
 
-@admin.action(description="Cancel selected jobs (and their unfinished children)", permissions=["operate"])
+@admin.action(description=_("Cancel selected jobs (and their unfinished children)"), permissions=["operate"])
 def cancel_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     ids = selected_ids(modeladmin, request, queryset)
     if ids is not None:
-        apply_to_each(modeladmin, request, ids, scheduler.cancel_job, "Cancelled")
+        apply_to_each(modeladmin, request, ids, scheduler.cancel_job, "cancel")
 
 
-@admin.action(description="Retry selected failed jobs from their last checkpoint", permissions=["operate"])
+@admin.action(description=_("Retry selected failed jobs from their last checkpoint"), permissions=["operate"])
 def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
     ids = selected_ids(modeladmin, request, queryset)
     if ids is not None:
-        apply_to_each(modeladmin, request, ids, scheduler.retry_job, "Re-queued")
+        apply_to_each(modeladmin, request, ids, scheduler.retry_job, "retry")
 
 
-@admin.action(description="Fail selected jobs…", permissions=["operate"])
+@admin.action(description=_("Fail selected jobs…"), permissions=["operate"])
 def fail_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
     """Ask for a reason on an intermediate page, then fail each job with it."""
     ids = selected_ids(modeladmin, request, queryset)
@@ -77,13 +90,14 @@ def fail_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Quer
         form = FailJobsForm(request.POST)
         if form.is_valid():
             reason = form.cleaned_data["reason"]
-            apply_to_each(modeladmin, request, ids, lambda job_id: scheduler.fail_job(job_id, reason), "Failed")
+            apply_to_each(modeladmin, request, ids, lambda job_id: scheduler.fail_job(job_id, reason), "fail")
             return None
     else:
-        form = FailJobsForm(initial={"reason": f"failed from the admin by {request.user.get_username()}"})
+        form = FailJobsForm(initial={"reason": gettext("failed from the admin by %(user)s") % {
+            "user": request.user.get_username()}})
     context = {
         **modeladmin.admin_site.each_context(request),
-        "title": "Fail jobs",
+        "title": _("Fail jobs"),
         "opts": modeladmin.opts,
         "jobs": queryset.filter(pk__in=ids).only("id", "flow", "status", "state"),
         "form": form,

@@ -10,12 +10,17 @@ import uuid
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.utils.timezone import localtime
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from envoy_django import registry
 from envoy_django.admin import display
@@ -37,7 +42,7 @@ CHILDREN_SHOWN = 100
 class FlowFilter(admin.SimpleListFilter):
     """Flows from the registry: no DISTINCT over the job table to find them."""
 
-    title = "flow"
+    title = _("flow")
     parameter_name = "flow"
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
@@ -63,7 +68,7 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
     list_filter = ("status", FlowFilter, ("created_at", admin.DateFieldListFilter))
     # The box needs search_fields; get_search_results decides the lookup.
     search_fields = ("flow",)
-    search_help_text = "A job's full id, or the start of a registered flow's name (a retired flow's full name)."
+    search_help_text = _("A job's full id, or the start of a registered flow's name (a retired flow's full name).")
     # Matches the index envoy_job_created; the only sortable column uses it too.
     ordering = ("-created_at", "-id")
     sortable_by = ("created",)
@@ -121,37 +126,42 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
             return queryset.filter(flow__in=sorted(names)), False
         return queryset.filter(pk=job_id), False
 
-    @admin.display(description="id")
+    @admin.display(description=_("id"))
     def job_id(self, job: Job) -> SafeString:
         return format_html('<code title="{}">{}</code>', str(job.pk), display.short_id(job.pk))
 
-    @admin.display(description="status")
+    @admin.display(description=_("status"))
     def status_badge(self, job: Job) -> SafeString:
         return display.badge(job.status)
 
-    @admin.display(description="step")
-    def step_progress(self, job: Job) -> SafeString:
-        """The flow's own progress when it reports one, else the step of at most max_steps."""
-        if job.progress is not None:
-            return display.progress_bar(job.progress, job.progress_message or f"{job.progress:.0%}",
-                                        f"{job.progress:.0%}")
-        fraction = 1.0 if job.status == JobStatus.DONE else job.step / max(job.max_steps, 1)
-        return display.progress_bar(fraction, f"step {job.step} of at most {job.max_steps}",
-                                    f"{job.step}/{job.max_steps}")
+    @admin.display(description=_("step"))
+    def step_progress(self, job: Job) -> SafeString | str:
+        """The step as a count; the flow's own progress beside it while the job is unfinished.
 
-    @admin.display(description="parent")
+        Not a bar against max_steps, which is a ceiling, not a plan: a
+        three-state flow in its second state is not 8 % done.
+        """
+        step = format_html('<span title="{}">{}</span>',
+                           _("at most %(max)s steps") % {"max": job.max_steps}, job.step)
+        if job.progress is None or job.is_finished:
+            return step
+        bar = display.progress_bar(job.progress, job.progress_message or f"{job.progress:.0%}",
+                                   f"{job.progress:.0%}")
+        return format_html("{} {}", step, bar)
+
+    @admin.display(description=_("parent"))
     def parent_link(self, job: Job) -> SafeString | str:
         return display.job_link(self.admin_site.name, job.parent_id) if job.parent_id else "-"
 
-    @admin.display(description="created", ordering="created_at")
+    @admin.display(description=_("created"), ordering="created_at")
     def created(self, job: Job) -> str:
         return display.timestamp(job.created_at)
 
-    @admin.display(description="updated")
+    @admin.display(description=_("updated"))
     def updated(self, job: Job) -> str:
         return display.timestamp(job.updated_at)
 
-    @admin.display(description="duration")
+    @admin.display(description=_("duration"))
     def duration_display(self, job: Job) -> str:
         return display.duration(job.duration)
 
@@ -163,55 +173,60 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
             summary += [name for name, attr in self.optional_fields.items() if getattr(obj, attr)]
         fieldsets: list[tuple[str | None, dict]] = [
             (None, {"fields": summary}),
-            ("Input, output and data", {"fields": self.payload_fields}),
+            (_("Input, output and data"), {"fields": self.payload_fields}),
         ]
         if obj is not None and (obj.error or obj.traceback):
-            fieldsets.append(("Error", {"fields": self.error_fields}))
+            fieldsets.append((_("Error"), {"fields": self.error_fields}))
         return fieldsets
 
-    @admin.display(description="flow")
+    @admin.display(description=_("flow"))
     def flow_link(self, job: Job) -> SafeString:
         url = display.changelist_url(self.admin_site.name, "job", flow=job.flow)
-        return format_html('<a href="{}" title="Jobs of this flow">{}</a>', url, job.flow)
+        return format_html('<a href="{}" title="{}">{}</a>', url, _("Jobs of this flow"), job.flow)
 
-    @admin.display(description="state")
+    @admin.display(description=_("state"))
     def current_state(self, job: Job) -> str:
         return job.state or "-"
 
-    @admin.display(description="ran")
+    @admin.display(description=_("ran"))
     def ran(self, job: Job) -> str:
         """Start, end and duration on one line: the times that matter side by side."""
         if not job.started_at:
-            return "not started" + (f", due {display.timestamp(job.run_after)}" if job.run_after else "")
+            if job.run_after:
+                return gettext("not started, due %(when)s") % {"when": display.timestamp(job.run_after)}
+            return gettext("not started")
         if not job.finished_at:
-            return f"since {display.timestamp(job.started_at)} ({display.duration(job.duration)} so far)"
+            return gettext("since %(start)s (%(duration)s so far)") % {
+                "start": display.timestamp(job.started_at), "duration": display.duration(job.duration)}
         return (f"{display.timestamp(job.started_at)} \u2192 {localtime(job.finished_at):%H:%M:%S} "
                 f"({display.duration(job.duration)})")
 
-    @admin.display(description="lease")
+    @admin.display(description=_("lease"))
     def lease(self, job: Job) -> str:
         if not job.lease_owner:
             return "-"
-        until = f" until {display.timestamp(job.lease_expires_at)}" if job.lease_expires_at else ""
-        return job.lease_owner + until
+        if not job.lease_expires_at:
+            return job.lease_owner
+        return gettext("%(owner)s until %(when)s") % {"owner": job.lease_owner,
+                                                     "when": display.timestamp(job.lease_expires_at)}
 
-    @admin.display(description="input")
+    @admin.display(description=_("input"))
     def input_json(self, job: Job) -> SafeString:
         return display.pretty_json(job.input)
 
-    @admin.display(description="output")
+    @admin.display(description=_("output"))
     def output_json(self, job: Job) -> SafeString:
         return display.pretty_json(job.output)
 
-    @admin.display(description="data")
+    @admin.display(description=_("data"))
     def data_json(self, job: Job) -> SafeString:
         return display.pretty_json((job.context or {}).get("data", {}))
 
-    @admin.display(description="error")
+    @admin.display(description=_("error"))
     def error_text(self, job: Job) -> SafeString:
         return display.preformatted(f"{job.error_type}: {job.error}" if job.error_type else job.error)
 
-    @admin.display(description="traceback")
+    @admin.display(description=_("traceback"))
     def traceback_text(self, job: Job) -> SafeString | str:
         return display.preformatted(job.traceback) if job.traceback else "-"
 
@@ -219,7 +234,28 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
                            change: bool = False, form_url: str = "", obj: Job | None = None) -> HttpResponse:
         if obj is not None:
             context.update(self.history_context(obj))
+            context["status_url"] = reverse(f"{self.admin_site.name}:envoy_django_job_status", args=[obj.pk])
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path("<path:object_id>/status/", self.admin_site.admin_view(self.status_view),
+                 name=f"{self.opts.app_label}_{self.opts.model_name}_status"),
+            *super().get_urls(),
+        ]
+
+    def status_view(self, request: HttpRequest, object_id: str) -> JsonResponse:
+        """What the job page polls while the job runs: a few columns, cheap to read every two seconds."""
+        job = self.get_queryset(request).filter(pk=_uuid_or_none(unquote(object_id))).only(
+            "id", "status", "state", "step", "updated_at", "finished_at").first()
+        if job is None:
+            raise Http404(gettext("No job %(id)r.") % {"id": object_id})
+        if not self.has_view_permission(request, job):
+            raise PermissionDenied
+        return JsonResponse({
+            "status": job.status, "state": job.state, "step": job.step, "finished": job.is_finished,
+            "updated_at": job.updated_at.isoformat(),
+        })
 
     def history_context(self, job: Job) -> dict[str, Any]:
         """The rows around a job: its steps, waits, children, escalations and picture."""
@@ -237,6 +273,13 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
             "escalations": list(Escalation.objects.filter(job=job).order_by("created_at")),
             "flow_picture": flow_picture(job, {step.state for step in steps}),
         }
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
 
 
 def flow_picture(job: Job, visited: set[str]) -> SafeString | None:

@@ -63,9 +63,17 @@ class ToolAgent(StateFlow):
       summed over every model call;
     - ``pending_tool_calls``: the calls ``ToolCall`` is about to run.
 
-    ``max_steps`` is the flow's own limit and counts flow steps: each model
-    call and each batch of tool calls is one, so ``max_steps=10`` allows at
-    most five model calls; past it the job ends with ``done() == "max_steps"``.
+    ``max_model_calls`` (the original Envoy's ``maxSteps``) caps the model
+    calls: when the last one allowed still asks for tools, the flow ends with
+    ``ctx.error()`` instead of running them. ``max_steps`` is the flow's own
+    limit and counts flow steps: each model call and each batch of tool
+    calls is one (default: twice ``max_model_calls``, or 10).
+
+    Tools may be ``def`` or ``async def``, and take ``(args)`` or ``(args,
+    ctx)``. A tool that raises (or that the model calls wrongly) is answered
+    with the error, so the model can correct itself, and the error is
+    recorded in the step's notes (``ctx.note("tool_error", ...)``), which
+    the admin job page shows.
 
     Tools with ``requires_approval`` escalate to their ``approver`` (or the
     agent's ``approver``) before they run; that needs a durable job, since
@@ -77,7 +85,8 @@ class ToolAgent(StateFlow):
         provider: LlmProvider,
         tools: Iterable[dict[str, Any] | Tool] | None = None,
         *,
-        max_steps: int = 10,
+        max_model_calls: int | None = None,
+        max_steps: int | None = None,
         system_prompt: str | None = None,
         approver: str | None = None,
         model_options: dict[str, Any] | None = None,
@@ -87,7 +96,14 @@ class ToolAgent(StateFlow):
             raise FlowDefinitionError(
                 f"ToolAgent needs a provider with a generate() method, got {type(provider).__name__}"
             )
+        if max_model_calls is not None and (
+            isinstance(max_model_calls, bool) or not isinstance(max_model_calls, int) or max_model_calls < 1
+        ):
+            raise FlowDefinitionError(f"max_model_calls must be a positive integer, got {max_model_calls!r}")
+        if max_steps is None:
+            max_steps = 2 * max_model_calls if max_model_calls else 10
         self.provider = provider
+        self.max_model_calls = max_model_calls
         self.tools: dict[str, Tool] = normalize_tools(tools, approver)
         self.system_prompt = system_prompt
         self.approver = approver
@@ -104,7 +120,9 @@ class ToolAgent(StateFlow):
                     "name": TOOL_CALL,
                     # Only agents with approval tools pay for the extra phase.
                     "on_enter": self._ask_approvals if needs_approval else None,
-                    "on_state": self._run_tools,
+                    # Async tools need an event loop: the batch then runs as a coroutine.
+                    "on_state": self._run_tools_async if any(t.is_async for t in self.tools.values())
+                    else self._run_tools,
                     "router": {"next": PLAN},
                 },
             ],
@@ -159,6 +177,11 @@ class ToolAgent(StateFlow):
         ctx.set("usage", usage)
         if not calls:
             ctx.output(text or "")
+        elif self.max_model_calls and usage["calls"] >= self.max_model_calls:
+            ctx.error(
+                f"max_model_calls ({self.max_model_calls}) reached and the model still calls tools "
+                f"({', '.join(str(c.get('name')) for c in calls)})"
+            )
         return ctx
 
     def _route_plan(self, ctx: Context) -> str | None:
@@ -201,24 +224,60 @@ class ToolAgent(StateFlow):
         approvals = ctx.get("$approvals") or {}
         replies = []
         for call in ctx.get("pending_tool_calls") or []:
-            content = storable(self._answer(ctx, call, approvals.get(call["id"])))
-            replies.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+            tool, answer = self._prepare(ctx, call, approvals.get(call["id"]))
+            if tool is not None:
+                try:
+                    answer = _as_text(tool.call(dict(call.get("arguments") or {}), ctx))
+                except Exception as exc:  # fed back to the model, and noted for people
+                    answer = self._failed(ctx, call, f"tool {call['name']!r} raised {type(exc).__name__}: {exc}")
+            replies.append({"role": "tool", "tool_call_id": call["id"], "content": storable(answer)})
+        return self._answered(ctx, replies)
+
+    async def _run_tools_async(self, ctx: Context) -> Context:
+        """``_run_tools`` for agents with async tools: those are awaited, the sync ones run in the worker thread.
+
+        Driven by a worker (``flow.step``), this coroutine runs under Django's
+        ``async_to_sync``, and ``sync_to_async`` brings each sync tool back to
+        the worker's own thread and database connection.
+        """
+        from asgiref.sync import sync_to_async
+
+        approvals = ctx.get("$approvals") or {}
+        replies = []
+        for call in ctx.get("pending_tool_calls") or []:
+            tool, answer = self._prepare(ctx, call, approvals.get(call["id"]))
+            if tool is not None:
+                arguments = dict(call.get("arguments") or {})
+                try:
+                    if tool.is_async:
+                        value = await tool.call(arguments, ctx)
+                    else:
+                        value = await sync_to_async(tool.call, thread_sensitive=True)(arguments, ctx)
+                    answer = _as_text(value)
+                except Exception as exc:
+                    answer = self._failed(ctx, call, f"tool {call['name']!r} raised {type(exc).__name__}: {exc}")
+            replies.append({"role": "tool", "tool_call_id": call["id"], "content": storable(answer)})
+        return self._answered(ctx, replies)
+
+    @staticmethod
+    def _answered(ctx: Context, replies: list[dict[str, Any]]) -> Context:
         ctx.set("messages", [*(ctx.get("messages") or []), *replies])
         ctx.set("pending_tool_calls", [])
         return ctx
 
-    def _answer(self, ctx: Context, call: dict[str, Any], wait_id: str | None) -> str:
+    def _prepare(self, ctx: Context, call: dict[str, Any], wait_id: str | None) -> tuple[Tool | None, str]:
+        """The tool to run for ``call``, or None and the answer the model gets instead."""
         name = call["name"]
         tool = self.tools.get(name)
         if tool is None:
             known = ", ".join(self.tools) or "none"
-            return f"Error: unknown tool {name!r}. Available tools: {known}."
+            return None, self._failed(ctx, call, f"unknown tool {name!r}. Available tools: {known}.")
         if call.get("error"):
-            return f"Error: could not call {name!r}: {call['error']}"
+            return None, self._failed(ctx, call, f"could not call {name!r}: {call['error']}")
         if tool.requires_approval and wait_id is None:
             # Only possible for a job checkpointed by a build of the agent in
             # which this tool needed no approval: never run it unasked.
-            return f"Not run: {name!r} needs approval and none was asked for this call."
+            return None, f"Not run: {name!r} needs approval and none was asked for this call."
         if wait_id is not None:
             result = ctx.result(wait_id)
             if result is None:
@@ -226,17 +285,24 @@ class ToolAgent(StateFlow):
             if result["status"] != "approved":
                 comment = str((result.get("value") or {}).get("comment") or "").strip()
                 if result["status"] == "rejected":
-                    return f"Rejected by reviewer: {comment}" if comment else "Rejected by reviewer."
-                return f"Not run: the approval ended as {result['status']}."
-        try:
-            value = tool.handler(dict(call.get("arguments") or {}), ctx)
-        except Exception as exc:  # fed back to the model, see _run_tools
-            return f"Error: tool {name!r} raised {type(exc).__name__}: {exc}"
-        if isinstance(value, str):
-            return value
-        # The tool ran: a result JSON cannot carry (a datetime, a model
-        # instance) is shown as text rather than reported as a failure.
-        try:
-            return json.dumps(value, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            return str(value)
+                    return None, f"Rejected by reviewer: {comment}" if comment else "Rejected by reviewer."
+                return None, f"Not run: the approval ended as {result['status']}."
+        return tool, ""
+
+    @staticmethod
+    def _failed(ctx: Context, call: dict[str, Any], error: str) -> str:
+        """Note a failed call in the job's history; return what the model is told."""
+        ctx.note("tool_error", tool=str(call.get("name")), arguments=storable(call.get("arguments") or {}),
+                 error=storable(error))
+        return f"Error: {error}"
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    # The tool ran: a result JSON cannot carry (a datetime, a model
+    # instance) is shown as text rather than reported as a failure.
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)

@@ -3,12 +3,18 @@
 A tool is a dict ``{"name", "description", "parameters", "handler",
 "requires_approval", "approver"}``. Mistakes in it are caught here, at
 construction (like a flow's states), so a bad tool never reaches a worker.
+
+A handler takes the arguments (``handler(args)``, as in the original
+Envoy's ``async ({a, b}) => a + b``) or the arguments and the context
+(``handler(args, ctx)``), and may be ``def`` or ``async def``: decided once,
+from its signature, here.
 """
 
 from __future__ import annotations
 
+import inspect
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from envoy_django.exceptions import FlowDefinitionError
@@ -29,6 +35,14 @@ class Tool:
     handler: ToolHandler
     requires_approval: bool = False
     approver: str | None = None
+    # Whether the handler takes the context too, and whether it is a coroutine
+    # function: both read from its signature when the tool is checked.
+    takes_context: bool = field(default=True, compare=False)
+    is_async: bool = field(default=False, compare=False)
+
+    def call(self, arguments: dict[str, Any], ctx: Any) -> Any:
+        """Call the handler the way it is written; an async handler returns its coroutine."""
+        return self.handler(arguments, ctx) if self.takes_context else self.handler(arguments)
 
     def spec(self) -> dict[str, Any]:
         """What the model is shown: name, description and JSON Schema."""
@@ -72,7 +86,7 @@ def normalize_tools(tools: Any, default_approver: str | None) -> dict[str, Tool]
     by_name: dict[str, Tool] = {}
     for index, spec in enumerate(tools):
         if isinstance(spec, Tool):
-            tool = spec
+            tool = _with_calling_convention(spec)
             if tool.requires_approval and not tool.approver:
                 if not default_approver:
                     raise FlowDefinitionError(f"tool {tool.name!r} requires approval but names no approver")
@@ -97,7 +111,7 @@ def _normalize_tool(spec: Any, index: int, default_approver: str | None) -> Tool
         raise FlowDefinitionError(f"{where} has unknown keys {sorted(unknown)} (allowed: {sorted(TOOL_KEYS)})")
     handler = spec.get("handler")
     if not callable(handler):
-        raise FlowDefinitionError(f"{where} needs a callable 'handler(args, ctx)'")
+        raise FlowDefinitionError(f"{where} needs a callable 'handler(args)' or 'handler(args, ctx)'")
     requires_approval = bool(spec.get("requires_approval", False))
     approver = spec.get("approver") or default_approver
     if requires_approval and (not isinstance(approver, str) or not approver):
@@ -105,11 +119,28 @@ def _normalize_tool(spec: Any, index: int, default_approver: str | None) -> Tool
             f"{where} requires approval but names no approver; give the tool an 'approver' username "
             "or the agent an approver="
         )
-    return Tool(
+    return _with_calling_convention(Tool(
         name=name,
         description=str(spec.get("description") or ""),
         parameters=parameters_schema(spec.get("parameters"), where),
         handler=handler,
         requires_approval=requires_approval,
         approver=approver if requires_approval else None,
-    )
+    ))
+
+
+def _with_calling_convention(tool: Tool) -> Tool:
+    """``tool`` knowing whether its handler takes ``(args)`` or ``(args, ctx)``, and whether it is async."""
+    handler = tool.handler
+    target = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else getattr(handler, "__call__", handler)
+    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(target)
+    try:
+        params = list(inspect.signature(handler).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature: hand it the arguments only
+        return replace(tool, takes_context=False, is_async=is_async)
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
+    if not varargs and not positional:
+        raise FlowDefinitionError(f"tool {tool.name!r}: handler must take the arguments: handler(args) or handler(args, ctx)")
+    takes_context = varargs or len(positional) >= 2
+    return replace(tool, takes_context=takes_context, is_async=is_async)

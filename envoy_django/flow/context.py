@@ -32,6 +32,7 @@ ON_REJECT = ("fail", "continue")
 MAX_NAME = 200  # flow and state names
 MAX_WAIT_ID = 100
 MAX_USERNAME = 150  # Django's own username length
+MAX_GROUP = 150  # and group name length
 MAX_TIMEOUT = 100 * 365 * 24 * 3600.0  # seconds: a date past that overflows the calendar soon enough
 
 _MISSING: Any = object()
@@ -70,6 +71,7 @@ class Context:
             "error": None,
             "waits": {},
             "progress": None,
+            "notes": [],
         }
         # (state, phase, step) of the handler phase the last flow.step() ran;
         # not serialized: the scheduler reads it to label the history row.
@@ -145,6 +147,20 @@ class Context:
         self._s["progress"] = {"fraction": fraction, "message": None if message is None else str(message)}
         return self._s["progress"]
 
+    def note(self, kind: str, **details: Any) -> None:
+        """Record what happened in this step in the job's history (the admin job page shows it).
+
+        ``kind`` names it (``"tool_error"``), ``details`` are JSON values.
+        Notes belong to the step that made them: the next step starts with none.
+        """
+        if not isinstance(kind, str) or not kind:
+            raise FlowError(f"note in state {self.state()!r}: kind must be a non-empty string, got {short_repr(kind)}")
+        self._s["notes"].append({"kind": kind, **details})
+
+    def notes(self) -> list[dict]:
+        """The notes recorded in the current step."""
+        return _copy_json(self._s["notes"])
+
     # --- waits ---------------------------------------------------------------
 
     def spawn(self, flow_name: str, input: Any = None) -> str:
@@ -192,21 +208,35 @@ class Context:
             ids.append(wait_id)
         return ids
 
-    def escalate(self, user: str, message: str, inputs: list[dict] | None = None, on_reject: str = "fail") -> str:
-        """Ask a person (a username) to approve or reject, with form inputs."""
+    def escalate(
+        self,
+        user: str | None,
+        message: str,
+        inputs: list[dict] | None = None,
+        on_reject: str = "fail",
+        *,
+        group: str | None = None,
+    ) -> str:
+        """Ask a person to approve or reject, with form inputs.
+
+        ``user`` is a username, ``group`` a group name (any member may
+        answer); give one or both. The scheduler checks that they exist.
+        """
         state = self.state()
-        if not isinstance(user, str) or not user or len(user) > MAX_USERNAME:
-            raise EscalationError(
-                f"escalate in state {state!r}: user must be a username of at most {MAX_USERNAME} characters, "
-                f"got {short_repr(user)}"
-            )
+        where = f"escalate in state {state!r}"
+        for what, value, limit in (("user", user, MAX_USERNAME), ("group", group, MAX_GROUP)):
+            if value is not None and (not isinstance(value, str) or not value or len(value) > limit):
+                raise EscalationError(
+                    f"{where}: {what} must be a name of at most {limit} characters, got {short_repr(value)}"
+                )
+        if user is None and group is None:
+            raise EscalationError(f"{where}: give a user, a group, or both")
         if on_reject not in ON_REJECT:
-            raise EscalationError(
-                f"escalate in state {state!r}: on_reject must be 'fail' or 'continue', got {short_repr(on_reject)}"
-            )
-        inputs = validate_escalation_inputs(inputs or [], f"escalate in state {state!r}")
+            raise EscalationError(f"{where}: on_reject must be 'fail' or 'continue', got {short_repr(on_reject)}")
+        inputs = validate_escalation_inputs(inputs or [], where)
         wait_id = new_wait_id("escalation")
-        params = {"user": user, "message": str(message), "inputs": inputs, "on_reject": on_reject}
+        params = {"user": user or "", "group": group or "", "message": str(message), "inputs": inputs,
+                  "on_reject": on_reject}
         self._add_wait(wait_id, "escalation", params, None)
         return wait_id
 
@@ -270,6 +300,7 @@ class Context:
         ctx = cls.__new__(cls)
         ctx._s = _copy_json(data)
         ctx._s.setdefault("progress", None)
+        ctx._s.setdefault("notes", [])
         ctx.last_phase = None
         return ctx
 
@@ -295,8 +326,10 @@ def _split_key(key: str) -> list[str]:
 def validate_escalation_inputs(inputs: Any, where: str) -> list[dict]:
     """Check escalation inputs; the admin builds its form from them.
 
-    ``select`` options may be a dict (value -> label) or a list of values;
-    they are stored as a dict so the form and the reply check agree.
+    ``select`` options may be a dict (value -> label), a list of values, or
+    a list of ``[value, label]`` pairs; they are stored as pairs, in the
+    order given, because a JSON object's key order does not survive
+    PostgreSQL's jsonb.
     """
     if not isinstance(inputs, list):
         raise EscalationError(f"{where}: inputs must be a list of dicts")
@@ -318,11 +351,31 @@ def validate_escalation_inputs(inputs: Any, where: str) -> list[dict]:
         item = {"id": input_id, "type": kind, "label": str(spec.get("label") or input_id),
                 "required": bool(spec.get("required", kind == "select"))}
         if kind == "select":
-            options = spec.get("options")
-            if isinstance(options, list):
-                options = {str(o): str(o) for o in options}
-            if not isinstance(options, dict) or not options:
+            pairs = option_pairs(spec.get("options"))
+            if not pairs:
                 raise EscalationError(f"{where}: select input {short_repr(input_id)} needs non-empty 'options'")
-            item["options"] = {str(k): str(v) for k, v in options.items()}
+            values = [value for value, _ in pairs]
+            if len(set(values)) != len(values):
+                raise EscalationError(f"{where}: select input {short_repr(input_id)} offers an option twice")
+            item["options"] = [list(pair) for pair in pairs]
         cleaned.append(item)
     return cleaned
+
+
+def option_pairs(options: Any) -> list[tuple[str, str]]:
+    """A select input's options as ``(value, label)`` pairs, in order; [] if there are none.
+
+    Reads the stored form (a list of pairs) and the forms ``escalate`` accepts
+    (a dict, a list of values), so escalations stored before the pairs still read.
+    """
+    if isinstance(options, dict):
+        return [(str(value), str(label)) for value, label in options.items()]
+    if not isinstance(options, list):
+        return []
+    pairs = []
+    for option in options:
+        if isinstance(option, (list, tuple)) and len(option) == 2:
+            pairs.append((str(option[0]), str(option[1])))
+        else:
+            pairs.append((str(option), str(option)))
+    return pairs

@@ -7,6 +7,7 @@ construction, so that a bad flow never reaches a worker.
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,6 +18,7 @@ Handler = Callable[..., Any]
 
 STATE_KEYS = {"name", "on_state", "on_enter", "on_exit", "router"}
 ROUTER_KEYS = {"next", "map", "routes", "on_route"}
+PLUGIN_KEYS = {"name", "depends_on", "on_enter", "on_exit", "on_route"}
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,7 @@ def normalize_state(spec: State | dict, index: int) -> State:
     name = spec.get("name")
     if not isinstance(name, str) or not name or len(name) > MAX_NAME:
         raise FlowDefinitionError(f"state {index} needs a 'name': a non-empty string of at most {MAX_NAME} characters")
-    unknown = set(spec) - STATE_KEYS
-    if unknown:
-        raise FlowDefinitionError(f"state {name!r} has unknown keys {sorted(unknown)} (allowed: {sorted(STATE_KEYS)})")
+    _refuse_unknown_keys(spec, STATE_KEYS, f"state {name!r}")
     if spec.get("on_state") is None:
         raise FlowDefinitionError(f"state {name!r} has no on_state handler")
     return State(
@@ -106,6 +106,16 @@ def normalize_state(spec: State | dict, index: int) -> State:
         on_exit=_callable(spec.get("on_exit"), f"on_exit of state {name!r}"),
         router=normalize_router(spec.get("router"), name),
     )
+
+
+def _refuse_unknown_keys(spec: dict, allowed: set[str], where: str) -> None:
+    """Refuse a key the engine would ignore; point a camelCase key from the original at its snake_case name."""
+    for key in spec:
+        if key in allowed:
+            continue
+        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", str(key)).lower()
+        hint = f"; did you mean {snake!r}?" if snake in allowed else f" (allowed: {', '.join(sorted(allowed))})"
+        raise FlowDefinitionError(f"{where} has unknown key {key!r}{hint}")
 
 
 def normalize_router(spec: Router | dict | None, state: str) -> Router:
@@ -123,9 +133,7 @@ def normalize_router(spec: Router | dict | None, state: str) -> Router:
             raise FlowDefinitionError(f"router of state {state!r} has unknown kind {spec.kind!r}")
     if not isinstance(spec, dict):
         raise FlowDefinitionError(f"router of state {state!r} must be a dict")
-    unknown = set(spec) - ROUTER_KEYS
-    if unknown:
-        raise FlowDefinitionError(f"router of state {state!r} has unknown keys {sorted(unknown)}")
+    _refuse_unknown_keys(spec, ROUTER_KEYS, f"router of state {state!r}")
     dynamic = "routes" in spec or "on_route" in spec
     if dynamic and "next" in spec:
         raise FlowDefinitionError(f"router of state {state!r} has both 'next' and 'routes'/'on_route'")
@@ -166,6 +174,8 @@ def normalize_plugin(spec: Any, index: int) -> Plugin:
     name = get("name")
     if not isinstance(name, str) or not name:
         raise FlowDefinitionError(f"plugin {index} needs a non-empty string 'name'")
+    if isinstance(spec, dict):
+        _refuse_unknown_keys(spec, PLUGIN_KEYS, f"plugin {name!r}")
     depends = get("depends_on") or ()
     if isinstance(depends, str):
         depends = (depends,)

@@ -153,6 +153,7 @@ class StateFlow:
         if ctx.state() not in self.states:
             raise FlowError(f"the context is in state {ctx.state()!r}, which this flow does not have")
         ctx = ctx.copy()
+        ctx._s["notes"] = []
         worked: tuple[str, str, int] | None = None
         while True:
             state = self.states[ctx.state()]
@@ -180,7 +181,11 @@ class StateFlow:
             # bug in the flow, not a passing failure: no retry.
             raise FlowError(f"{call.handler} of state {call.state!r}: {exc}") from exc
         except Exception as exc:
-            raise HandlerError(call.state, call.handler, exc, call.phase) from exc
+            ctx = next((arg for arg in call.args if isinstance(arg, Context)), None)
+            raise HandlerError(
+                call.state, call.handler, exc, call.phase,
+                step=ctx.step() if ctx else None, input=ctx.input() if ctx else None,
+            ) from exc
 
     def _call(self, ctx: Context, fn: Handler, args: tuple, state: str, handler: str) -> _Stepper:
         """Run a handler and check that it handed back a context."""
@@ -199,6 +204,7 @@ class StateFlow:
         ensure_json(ctx.output(), "output", where)
         ensure_json(ctx._s["data"], "", where + " set data key")
         ensure_json([w["params"] for w in ctx._s["waits"].values()], "waits", where)
+        ensure_json(ctx._s["notes"], "notes", where)
         return ctx
 
     def _run_phase(self, ctx: Context, state: State, phase: str) -> _Stepper:
@@ -335,4 +341,11 @@ def _await_outside_loop(awaitable: Any, call: _Call) -> Any:
     async def wait() -> Any:
         return await awaitable
 
-    return asyncio.run(wait())
+    try:
+        # Django's own bridge: an async handler may use the async ORM, whose
+        # sync_to_async calls come back to this thread, even when this code
+        # itself runs under sync_to_async (an async view calling aschedule).
+        from asgiref.sync import async_to_sync
+    except ImportError:  # the engine alone, without Django
+        return asyncio.run(wait())
+    return async_to_sync(wait)()

@@ -1,7 +1,8 @@
 """The scheduler: ``from envoy_django import scheduler``.
 
 ``scheduler.schedule(...)``, ``scheduler.get_job(...)`` and the rest; see
-``api.py``. ``run_job`` (the executor) is what workers call.
+``api.py``; their async twins (``aschedule``, ...) are in ``asyncapi.py``.
+``run_job`` (the executor) is what workers call.
 """
 
 from envoy_django.scheduler.api import (
@@ -9,19 +10,41 @@ from envoy_django.scheduler.api import (
     fail_job,
     get_job,
     list_blocking_jobs,
+    list_escalations,
     reply_to_escalation,
     resolve_blocking_job,
     retry_job,
     schedule,
 )
+from envoy_django.scheduler.asyncapi import (
+    acancel_job,
+    afail_job,
+    aget_job,
+    alist_blocking_jobs,
+    alist_escalations,
+    areply_to_escalation,
+    aresolve_blocking_job,
+    aretry_job,
+    aschedule,
+)
 from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
 
 __all__ = [
+    "acancel_job",
+    "afail_job",
+    "aget_job",
+    "alist_blocking_jobs",
+    "alist_escalations",
+    "areply_to_escalation",
+    "aresolve_blocking_job",
+    "aretry_job",
+    "aschedule",
     "cancel_job",
     "cleanup_orphaned_jobs",
     "fail_job",
     "get_job",
     "list_blocking_jobs",
+    "list_escalations",
     "reply_to_escalation",
     "resolve_blocking_job",
     "retry_job",

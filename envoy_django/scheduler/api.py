@@ -39,8 +39,8 @@ from envoy_django.models import (
 )
 from envoy_django.payloads import check_name, check_payload
 from envoy_django.registry import get_flow
-from envoy_django.scheduler import aftercommit, transitions, waits
-from envoy_django.scheduler.replies import clean_reply
+from envoy_django.scheduler import aftercommit, assignees, transitions, waits
+from envoy_django.scheduler.replies import check_approval, clean_reply
 
 
 def schedule(
@@ -199,6 +199,7 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
             raise _already_replied(pk, escalation.status, escalation.replied_by_username)
         cleaned = clean_reply(escalation.pk, escalation.inputs, values)
         check_payload(cleaned, f"reply to escalation {escalation.pk}")
+        check_approval(escalation.pk, escalation.inputs, cleaned, status)
         waits.record_reply(escalation, status, cleaned, replier, username, timezone.now())
         # Before the job's own signals, so receivers hear of the reply first.
         aftercommit.send(signals.escalation_replied, job, escalation=escalation)
@@ -268,6 +269,63 @@ def _aware(value: Any, what: str) -> dt.datetime:
             if dt.MINYEAR < utc.year < dt.MAXYEAR:  # a year of room: later arithmetic must not overflow
                 return utc
     raise InvalidArgumentError(f"{what} must be a timezone-aware datetime, got {short_repr(value)}")
+
+
+def list_escalations(
+    *, status: str | None = "pending", user: Any = None, group: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Escalations as JSON-ready dicts, longest-waiting first.
+
+    ``status``: one of pending, approved, rejected, cancelled, or None for
+    all. ``user`` (a username or a user): the ones asking that person, by
+    name or through one of their groups. ``group``: the ones asking that
+    group. ``limit`` caps the number returned.
+    """
+    if status is not None and status not in EscalationStatus.values:
+        raise InvalidArgumentError(
+            f"list_escalations: status must be one of {', '.join(EscalationStatus.values)} or None, "
+            f"got {short_repr(status)}"
+        )
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"list_escalations: limit must be None or an integer >= 0, got {short_repr(limit)}")
+    if group is not None and not isinstance(group, str):
+        raise InvalidArgumentError(f"list_escalations: group must be a group name, got {short_repr(group)}")
+    rows = Escalation.objects.select_related("job").only(
+        "id", "job_id", "job__flow", "job__state", "wait_id", "user", "group", "message", "inputs", "status",
+        "response", "replied_by_username", "replied_at", "created_at",
+    ).order_by("created_at", "id")
+    if status is not None:
+        rows = rows.filter(status=status)
+    if group is not None:
+        rows = rows.filter(group=group)
+    if user is not None:
+        rows = rows.filter(assignees.assigned_to(_user_object(user)))
+    if limit is not None:
+        rows = rows[:limit]
+    return [
+        {
+            "escalation_id": str(row.pk), "job_id": str(row.job_id), "flow": row.job.flow, "state": row.job.state,
+            "wait_id": row.wait_id, "user": row.user, "group": row.group, "message": row.message,
+            "inputs": row.inputs, "status": row.status, "response": row.response,
+            "replied_by": row.replied_by_username or None,
+            "created_at": row.created_at.isoformat(),
+            "replied_at": row.replied_at.isoformat() if row.replied_at else None,
+        }
+        for row in rows
+    ]
+
+
+def _user_object(user: Any) -> Any:
+    """A user object for ``user`` (a username or a user); an unsaved one named so if nobody has that name."""
+    from django.contrib.auth import get_user_model
+
+    model = get_user_model()
+    if isinstance(user, model):
+        return user
+    if not isinstance(user, str):
+        raise InvalidArgumentError(f"list_escalations: user must be a username or a user, got {short_repr(user)}")
+    found = model._default_manager.filter(**{model.USERNAME_FIELD: user}).first()
+    return found or model(**{model.USERNAME_FIELD: user})
 
 
 def _text(value: Any, what: str) -> str:

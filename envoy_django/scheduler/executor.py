@@ -43,7 +43,7 @@ from envoy_django.flow import Context, StateFlow
 from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
 from envoy_django.payloads import check_size, check_text
 from envoy_django.registry import get_flow
-from envoy_django.scheduler import aftercommit, transitions
+from envoy_django.scheduler import aftercommit, assignees, transitions
 from envoy_django.scheduler.failures import format_exception, log_failed, log_retry
 from envoy_django.scheduler.heartbeat import Heartbeat
 
@@ -123,7 +123,7 @@ class _Run:
             try:
                 after = flow.step(ctx)
                 self._check_size(after)
-                children = self._children_to_create(after, ctx)
+                children = self._check_new_waits(after, ctx)
             except HandlerError as exc:
                 self._handler_failed(ctx, exc)
                 return
@@ -188,6 +188,7 @@ class _Run:
                 attempt=attempt,
                 input=before.input(),
                 output=after.output(),
+                notes=after.notes(),
                 worker=self.owner,
                 started_at=self.started,
                 finished_at=now,
@@ -206,15 +207,23 @@ class _Run:
     def _new_waits(after: Context, before: Context) -> list[dict]:
         return [w for w in after.waits() if w["status"] == "pending" and w["id"] not in before.waiting()]
 
-    def _children_to_create(self, after: Context, before: Context) -> dict[str, StateFlow]:
-        """Look up spawned flows before the transaction, so a bad name fails cleanly."""
+    def _check_new_waits(self, after: Context, before: Context) -> dict[str, StateFlow]:
+        """Before the transaction, so a bad wait fails the job cleanly: spawned flows and the people asked.
+
+        Returns the flows of the children to create.
+        """
         flows = {}
         for wait in self._new_waits(after, before):
+            where = f"state {wait['state']!r} of job {self.job.pk}"
             if wait["type"] == "spawn":
                 try:
                     flows[wait["id"]] = get_flow(wait["params"]["flow"])
                 except EnvoyError as exc:
-                    raise _SpawnError(f"state {wait['state']!r} of job {self.job.pk} spawned: {exc}") from exc
+                    raise _BadWaitError(f"{where} spawned: {exc}") from exc
+            elif wait["type"] == "escalation":
+                missing = assignees.missing(wait["params"]["user"], wait["params"]["group"])
+                if missing:
+                    raise _BadWaitError(f"{where} escalated to {missing}")
         return flows
 
     def _create_waits(self, new_waits: list[dict], children: dict[str, StateFlow], now: dt.datetime) -> None:
@@ -236,6 +245,7 @@ class _Run:
                     job_id=self.job.pk,
                     wait_id=spec["id"],
                     user=params["user"],
+                    group=params.get("group", ""),
                     message=params["message"],
                     inputs=params["inputs"],
                     on_reject=params["on_reject"],
@@ -271,15 +281,20 @@ class _Run:
     # --- failures ----------------------------------------------------------
 
     def _record_failed_step(self, ctx: Context | None, exc: BaseException, attempt: int) -> None:
+        """A Step row for a failure, under the state, phase and input where it happened.
+
+        One step may run several phases (empty ones are folded in), so a
+        handler can fail in a later state than the checkpoint's.
+        """
         _, message, traceback = format_exception(exc)
+        located = isinstance(exc, HandlerError) and exc.step is not None
         Step.objects.create(
             job_id=self.job.pk,
-            number=ctx.step() if ctx else self.job.step,
-            state=ctx.state() if ctx else self.job.state,
-            # where it failed, not where the step began
+            number=exc.step if located else (ctx.step() if ctx else self.job.step),
+            state=exc.state if located else (ctx.state() if ctx else self.job.state),
             phase=getattr(exc, "phase", None) or (ctx.phase() if ctx else "enter"),
             attempt=attempt,
-            input=ctx.input() if ctx else None,
+            input=exc.input if located else (ctx.input() if ctx else None),
             output=None,
             error=message or type(exc).__name__,
             traceback=traceback,
@@ -345,8 +360,8 @@ class _Run:
             close_old_connections()
 
 
-class _SpawnError(EnvoyError):
-    """A state spawned a flow that is not registered."""
+class _BadWaitError(EnvoyError):
+    """A state spawned a flow that is not registered, or escalated to nobody who exists."""
 
 
 def retry_delay(attempt: int) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from envoy_django.exceptions import EscalationError
+from envoy_django.flow.context import option_pairs
 from envoy_django.flow.values import short_repr
 
 
@@ -34,8 +35,9 @@ def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str
             cleaned[input_id] = False if kind == "approve" else None
             continue
         if kind == "select":
-            if not isinstance(value, str) or value not in spec["options"]:
-                offered = ", ".join(spec["options"])
+            options = [option for option, _ in option_pairs(spec["options"])]
+            if not isinstance(value, str) or value not in options:
+                offered = ", ".join(options)
                 raise EscalationError(f"{where}: {short_repr(value)} is not an option of input {input_id!r} (options: {offered})")
         elif kind == "comment":
             if not isinstance(value, str):
@@ -45,3 +47,23 @@ def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str
                 raise EscalationError(f"{where}: input {input_id!r} takes true or false, got {short_repr(value)}")
         cleaned[input_id] = value
     return cleaned
+
+
+def unticked_approvals(inputs: list[dict], cleaned: dict[str, Any]) -> list[dict]:
+    """The ``approve`` inputs a reply left unticked.
+
+    An ``approve`` input is what a person ticks to say yes to this very
+    thing ("Run transfer"): approving with one unticked is refused;
+    rejecting with it unticked is how a rejection reads.
+    """
+    return [spec for spec in inputs if spec["type"] == "approve" and cleaned.get(spec["id"]) is not True]
+
+
+def check_approval(escalation_id: Any, inputs: list[dict], cleaned: dict[str, Any], status: str) -> None:
+    if status != "approved":
+        return
+    for spec in unticked_approvals(inputs, cleaned):
+        raise EscalationError(
+            f"reply to escalation {escalation_id}: approving needs input {spec['id']!r} ({spec['label']}) "
+            "ticked; tick it, or reject"
+        )

@@ -221,6 +221,8 @@ class Held:
         """Commit a transition: the new checkpoint, a renewed lease (or none, when it now blocks)."""
         now = timezone.now()
         values = {**values, "attempts": 0, "claims": 0, "updated_at": now, "lease_expires_at": lease_until(now)}
+        if self.job.error or self.job.error_type:  # a retry succeeded: the failure is history now
+            values.update(error="", error_type="", traceback="")
         if blocking:
             values.update(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None)
         self._fence(**values)

@@ -38,6 +38,11 @@ def envoy_json(value: Any) -> SafeString:
     return display.pretty_json(value)
 
 
+@register.filter
+def envoy_note(note: Any) -> SafeString:
+    return display.note(note)
+
+
 @register.inclusion_tag("admin/envoy_django/breadcrumbs.html", takes_context=True)
 def envoy_breadcrumbs(context: Any, current: str, object_label: str | None = None,
                       object_url: str | None = None) -> dict[str, Any]:

@@ -26,9 +26,13 @@ def make_user(django_user_model: Any) -> Callable[..., Any]:
     """``make_user("alice", "reply_escalation", "view_job")``: a staff user with those envoy_django permissions."""
 
     def make(username: str, *codenames: str, superuser: bool = False) -> Any:
-        if superuser:
-            return django_user_model.objects.create_superuser(username, f"{username}@example.com", "pw")
-        user = django_user_model.objects.create_user(username, f"{username}@example.com", "pw", is_staff=True)
+        # The people the test flows escalate to exist already (tests/testapp/apps.py).
+        user = django_user_model.objects.filter(username=username).first() or django_user_model(username=username)
+        user.email = f"{username}@example.com"
+        user.is_staff = True
+        user.is_superuser = superuser
+        user.set_password("pw")
+        user.save()
         if codenames:
             user.user_permissions.add(
                 *Permission.objects.filter(content_type__app_label="envoy_django", codename__in=codenames)

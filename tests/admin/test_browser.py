@@ -149,3 +149,22 @@ def test_script_in_flow_data_never_runs(live_server: Any, browser: Any, make_use
             "return Array.from(document.scripts).some(s => s.text.includes('alert(1)'))"
         )
         assert not injected, page
+
+
+def test_an_unfinished_jobs_page_follows_the_job_without_a_reload(live_server: Any, browser: Any, make_user: Any,
+                                                                   family: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    from envoy_django import scheduler
+
+    make_user("root", superuser=True)
+    job_id, escalation = family()
+    log_in(browser, live_server.url, "root", f"/admin/envoy_django/job/{job_id}/change/")
+    assert job_status_shown(browser) == "blocking"
+    browser.execute_script("window.envoyNotReloaded = true")
+
+    scheduler.reply_to_escalation(escalation.pk, {"reason": "a", "ok": True}, "approved", user="alice")
+
+    wait_until(lambda: job_status_shown(browser) == "done", "the page to show the job done by itself", timeout=30)
+    assert browser.execute_script("return window.envoyNotReloaded === true"), "the page was reloaded"
+    assert "Finish" in browser.find_element(By.ID, "envoy-history").text

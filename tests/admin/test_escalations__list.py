@@ -30,7 +30,7 @@ def queue(family):
         "alice": family("alice")[1], "alice2": family("alice")[1], "bob": family("bob")[1],
         "approved": family("alice")[1], "rejected": family("alice", on_reject="continue")[1],
     }
-    scheduler.reply_to_escalation(escalations["approved"].pk, {"reason": "a"}, "approved", user="alice")
+    scheduler.reply_to_escalation(escalations["approved"].pk, {"reason": "a", "ok": True}, "approved", user="alice")
     scheduler.reply_to_escalation(escalations["rejected"].pk, {"reason": "b"}, "rejected", user="alice")
     return {name: escalation.pk for name, escalation in escalations.items()}
 
@@ -43,14 +43,14 @@ def alice_client(make_user, login):
 def test_default_is_my_pending_escalations(alice_client, queue):
     response = alice_client.get(URL)
     assert shown(response) == {queue["alice"], queue["alice2"]}
-    assert selected(response, AssigneeFilter) == "me"
+    assert selected(response, AssigneeFilter) == "me or my groups"
     assert selected(response, StatusFilter) == "pending"
 
 
 def test_all_users(alice_client, queue):
     response = alice_client.get(URL, {"assigned": "all"})
     assert shown(response) == {queue["alice"], queue["alice2"], queue["bob"]}
-    assert selected(response, AssigneeFilter) == "all users"
+    assert selected(response, AssigneeFilter) == "everyone"
 
 
 @pytest.mark.parametrize("status, names", [

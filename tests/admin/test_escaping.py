@@ -42,7 +42,7 @@ def test_reply_form_escapes_labels_and_options(superuser_client, evil_job):
 
 def test_the_offered_option_with_markup_round_trips(superuser_client, evil_job):
     job_id, escalation = evil_job
-    data = {"input-choice": EVIL, "input-why": EVIL, "decision": "approved"}
+    data = {"input-choice": EVIL, "input-why": EVIL, "input-sure": "on", "decision": "approved"}
     response = superuser_client.post(f"/admin/envoy_django/escalation/{escalation.pk}/reply/", data, follow=True)
     html = response.content.decode()
     assert EVIL not in html and ESCAPED in html

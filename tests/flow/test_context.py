@@ -194,7 +194,7 @@ def test_escalate_returns_an_id_and_normalizes_inputs(ctx):
     assert params["user"] == "alice"
     assert params["on_reject"] == "fail"
     reason, note = params["inputs"]
-    assert reason["options"] == {"a": "a", "b": "b"}
+    assert reason["options"] == [["a", "a"], ["b", "b"]]  # pairs: jsonb keeps a list's order
     assert reason["required"] is True
     assert reason["label"] == "reason"
     assert note["required"] is False
@@ -262,3 +262,28 @@ def test_unknown_wait_ids_raise_wait_not_found(ctx):
         ctx.result("nope")
     with pytest.raises(WaitNotFoundError, match="'nope'"):
         ctx.resolve("nope", "resolved")
+
+
+def test_notes_belong_to_the_step_that_made_them():
+    from envoy_django import StateFlow
+
+    def noisy(ctx):
+        ctx.note("checked", items=3)
+        return ctx
+
+    flow = StateFlow([{"name": "A", "on_state": noisy}, {"name": "B", "on_state": lambda ctx: ctx}])
+    ctx = flow.step(flow.initial_context())
+    assert ctx.notes() == [{"kind": "checked", "items": 3}]
+    assert flow.step(ctx).notes() == []
+
+
+def test_a_note_must_be_json():
+    from envoy_django import PayloadError, StateFlow
+
+    def bad(ctx):
+        ctx.note("when", at={1, 2})
+        return ctx
+
+    flow = StateFlow([{"name": "A", "on_state": bad}])
+    with pytest.raises(PayloadError, match="notes"):
+        flow.run()

@@ -186,3 +186,25 @@ def test_routes_may_be_descriptions_map_functions_or_dicts():
         results[target] = (ctx.state(), ctx.input())
 
     assert results == {"B": ("B", 5), "C": ("C", 10), "D": ("D", "5")}
+
+
+def _noop(ctx):
+    return ctx
+
+
+@pytest.mark.parametrize("states, plugins, message", [
+    ([{"name": "A", "on_state": _noop, "onExit": _noop}], [],
+     "state 'A' has unknown key 'onExit'; did you mean 'on_exit'?"),
+    ([{"name": "A", "on_state": _noop}], [{"name": "audit", "onEnter": _noop}],
+     "plugin 'audit' has unknown key 'onEnter'; did you mean 'on_enter'?"),
+    ([{"name": "A", "on_state": _noop}], [{"name": "audit", "dependsOn": ["x"]}],
+     "plugin 'audit' has unknown key 'dependsOn'; did you mean 'depends_on'?"),
+    ([{"name": "A", "on_state": _noop}], [{"name": "audit", "colour": "red"}],
+     "plugin 'audit' has unknown key 'colour' (allowed: depends_on, name, on_enter, on_exit, on_route)"),
+    ([{"name": "A", "on_state": _noop, "router": {"next": None, "onRoute": _noop}}], [],
+     "router of state 'A' has unknown key 'onRoute'; did you mean 'on_route'?"),
+])
+def test_keys_the_engine_would_ignore_are_refused_naming_the_snake_case_one(states, plugins, message):
+    with pytest.raises(FlowDefinitionError) as info:
+        StateFlow(states, plugins=plugins)
+    assert str(info.value) == message

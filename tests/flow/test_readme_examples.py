@@ -275,7 +275,7 @@ def test_escalation_example():
     assert wait["params"]["user"] == "alice"
     assert wait["params"]["message"] == "Approve this action?"
     assert [i["id"] for i in wait["params"]["inputs"]] == ["reason", "note"]
-    assert wait["params"]["inputs"][0]["options"] == {"a": "A", "b": "B"}
+    assert wait["params"]["inputs"][0]["options"] == [["a", "A"], ["b", "B"]]
 
     ctx.resolve(esc, "approved", {"reason": "a", "note": "Looks good"})
     ctx = flow.step(ctx)

@@ -82,7 +82,7 @@ def test_a_raising_escalation_replied_receiver_neither_fails_the_reply_nor_stran
     escalation = Escalation.objects.get(job_id=job_id)
     raising(signals.escalation_replied)
     raising(signals.job_resumed)
-    scheduler.reply_to_escalation(escalation.pk, {"reason": "a"}, "approved", user="alice")
+    scheduler.reply_to_escalation(escalation.pk, {"reason": "a", "ok": True}, "approved", user="alice")
     settle(mode)
     assert scheduler.get_job(job_id).status == "done"
 

@@ -209,6 +209,8 @@ def _reply_is_valid(values: Any, status: Any) -> bool:
         return False
     if ok not in (None, "") and not isinstance(ok, bool):
         return False
+    if status == "approved" and ok is not True:
+        return False  # approving needs the approve box ticked
     return True
 
 

@@ -92,7 +92,7 @@ def test_invalid_replies(unchanged, blocked_family, values, status, message):
 
 def test_second_reply_names_the_current_status(unchanged, blocked_family):
     _, escalation = blocked_family
-    scheduler.reply_to_escalation(escalation.pk, {"reason": "a"}, "approved", user="alice")
+    scheduler.reply_to_escalation(escalation.pk, {"reason": "a", "ok": True}, "approved", user="alice")
     with unchanged(), pytest.raises(EscalationAlreadyRepliedError, match="already approved by alice"):
         scheduler.reply_to_escalation(escalation.pk, {"reason": "b"}, "rejected", user="bob")
 

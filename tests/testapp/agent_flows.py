@@ -113,6 +113,46 @@ TOOLS = [
 register("assistant", ToolAgent(endpoint, tools=TOOLS, approver="ops", max_steps=10))
 
 
+# The original Envoy README's agent, ported as its users write it: async
+# tools that take the arguments only. Plus a tool that fails, and one that
+# reads the database through the async ORM.
+
+
+async def _add_async(args: dict[str, Any]) -> Any:
+    _record("add", args)
+    return args["a"] + args["b"]
+
+
+async def _echo(args: dict[str, Any]) -> Any:
+    _record("echo", args)
+    return args["text"]
+
+
+def _divide(args: dict[str, Any]) -> Any:
+    _record("divide", args)
+    return args["a"] / args["b"]
+
+
+async def _count_users(args: dict[str, Any]) -> Any:
+    from django.contrib.auth.models import User
+
+    _record("count_users", args)
+    return await User.objects.filter(username__startswith=args["prefix"]).acount()
+
+
+PORTED_TOOLS = [
+    {"name": "add", "description": "Add two numbers", "parameters": {"a": "number", "b": "number"},
+     "handler": _add_async},
+    {"name": "echo", "description": "Echo a string", "parameters": {"text": "string"}, "handler": _echo},
+    {"name": "divide", "description": "Divide a by b", "parameters": {"a": "number", "b": "number"},
+     "handler": _divide},
+    {"name": "count_users", "description": "Count users whose name starts with prefix",
+     "parameters": {"prefix": "string"}, "handler": _count_users},
+]
+
+register("ported_assistant", ToolAgent(endpoint, tools=PORTED_TOOLS, max_model_calls=3))
+
+
 def pause_before_model_call(ctx: Any, state: str) -> Any:
     """A plugin for crash tests: park the worker between a committed ToolCall and the next model call.
 

@@ -177,6 +177,48 @@ def _went(ctx):
 register("await_go", StateFlow([{"name": "Await", "on_state": _await_go}, {"name": "Went", "on_state": _went}]))
 
 
+def _ask_someone(ctx):
+    config = ctx.input()
+    inputs = [
+        {"id": "verdict", "type": "select", "label": "Verdict",
+         "options": {"revise": "Revise", "publish": "Publish", "archive": "Archive"}},
+        {"id": "sure", "type": "approve", "label": "I checked it"},
+    ]
+    ctx.set("question", ctx.escalate(config.get("user"), "Publish?", inputs, group=config.get("group")))
+    return ctx
+
+
+def _reply(ctx):
+    ctx.output(ctx.result(ctx.get("question")))
+    return ctx
+
+
+register("ask_someone", StateFlow([{"name": "Ask", "on_state": _ask_someone}, {"name": "Answered", "on_state": _reply}]))
+
+
+def _enter_fails_once(ctx):
+    calls["enter_fails_once"] += 1
+    if calls["enter_fails_once"] == 1:
+        raise RuntimeError("B could not start")
+    return ctx
+
+
+register("fails_entering_b", StateFlow([
+    {"name": "A", "on_state": _set_output(lambda ctx: "from A")},
+    {"name": "B", "on_enter": _enter_fails_once, "on_state": _set_output(lambda ctx: ctx.input() + ", then B")},
+]))
+
+
+async def _count_people(ctx):
+    from django.contrib.auth.models import User
+
+    ctx.output(await User.objects.filter(username__in=["alice", "bob"]).acount())
+    return ctx
+
+
+register("async_orm", StateFlow([{"name": "Count", "on_state": _count_people}]))
+
+
 def _deep(levels):
     value = "bottom"
     for _ in range(levels):

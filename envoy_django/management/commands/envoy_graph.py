@@ -13,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from envoy_django.exceptions import UnknownFlowError
 from envoy_django.flow.graph import graph_to_mermaid
 from envoy_django.flow.svg import graph_to_svg
-from envoy_django.registry import get_flow
+from envoy_django.registry import get_flow, registered
 
 
 class Command(BaseCommand):
@@ -28,7 +28,8 @@ class Command(BaseCommand):
         try:
             flow = get_flow(options["flow"])
         except UnknownFlowError as exc:
-            raise CommandError(str(exc)) from exc
+            names = ", ".join(sorted(registered())) or "none"
+            raise CommandError(f"no flow is registered as {options['flow']!r}; registered: {names}") from exc
         graph = flow.graph()
         text = graph_to_mermaid(graph) if options["format"] == "mermaid" else graph_to_svg(graph) + "\n"
         self.stdout.write(text, ending="")
