@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Extra requirements for the test venv, e.g. PIP_PINS="'rq<3'" for the LTS leg.
 PIP_PINS ?=
 
-.PHONY: test demo bench chaos install clean
+.PHONY: test lint typecheck demo bench chaos install clean
 
 install: $(VENV)/.installed
 
@@ -19,6 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+
+typecheck: install
+	$(PY) -m mypy
 
 demo: install
 	$(PY) manage.py envoy_demo $(DEMO_ARGS)

@@ -26,7 +26,8 @@ django.setup()
 
 from django.core.management import call_command  # noqa: E402
 
-from envoy_django import MissingExtraError, StateFlow, register, scheduler  # noqa: E402
+from envoy_django import StateFlow, register, scheduler  # noqa: E402
+from envoy_django.exceptions import MissingExtraError  # noqa: E402
 from envoy_django.models import Escalation  # noqa: E402
 
 call_command("migrate", verbosity=0)

@@ -40,7 +40,7 @@ def connect(dsn: str) -> psycopg.Connection:
 
 def commit_checkpoint(conn: psycopg.Connection, job_id: str, number: int, payload: dict[str, Any]) -> None:
     """One transition's checkpoint: UPDATE the job row, INSERT one Step row, COMMIT."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     with conn.cursor() as cur:
         cur.execute(UPDATE_JOB, (
             Jsonb(payload["context"]), payload["job_state"], payload["job_step"], Jsonb(payload["output"]),

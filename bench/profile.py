@@ -28,8 +28,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 CATEGORIES = [
     ("claim: COMMIT (waiting for the flush)", ["_claim (", "Connection.commit ("]),

@@ -42,7 +42,8 @@ THROUGHPUT = (
     ("envoy_worker, 10-state no-op flow", ("envoy", "ten", "transitions_per_s"), "transitions/s"),
     ("envoy_worker, 10-state no-op flow", ("envoy", "ten", "jobs_per_s"), "jobs/s"),
     ("envoy_worker, 1-state no-op flow", ("envoy", "one", "jobs_per_s"), "jobs/s"),
-    ("envoy_worker, 1-state, CONN_MAX_AGE=0 (a new connection per job)", ("envoy", "one_conn0", "jobs_per_s"), "jobs/s"),
+    ("envoy_worker, 1-state, CONN_MAX_AGE=0 (a new connection per job)", ("envoy", "one_conn0", "jobs_per_s"),
+     "jobs/s"),
 )
 
 
@@ -59,7 +60,8 @@ def round_values(results: dict, path: tuple[str, ...], n: str) -> str:
 
 RATIOS = (
     ("envoy 10-state transitions/s / ceiling (same N)", ("envoy", "ten", "transitions_per_s"), ("ceiling", "tps")),
-    ("envoy 1-state jobs/s / RQ plus one transaction", ("envoy", "one", "jobs_per_s"), ("rq", "checkpoint", "jobs_per_s")),
+    ("envoy 1-state jobs/s / RQ plus one transaction", ("envoy", "one", "jobs_per_s"),
+     ("rq", "checkpoint", "jobs_per_s")),
     ("envoy 1-state jobs/s / raw RQ no-op", ("envoy", "one", "jobs_per_s"), ("rq", "noop", "jobs_per_s")),
     ("RQ plus one transaction / ceiling", ("rq", "checkpoint", "jobs_per_s"), ("ceiling", "tps")),
 )
@@ -75,7 +77,7 @@ def paired_ratio(results: dict, top: tuple[str, ...], bottom: tuple[str, ...], n
     ratio = _ratio(_get(results, *top[:-1], n, top[-1]), _get(results, *bottom[:-1], n, bottom[-1]))
     tops = _get(results, *top[:-1], n, top[-1] + "_rounds") or []
     bottoms = _get(results, *bottom[:-1], n, bottom[-1] + "_rounds") or []
-    per_round = [t / b for t, b in zip(tops, bottoms) if b]
+    per_round = [t / b for t, b in zip(tops, bottoms, strict=False) if b]
     return ratio, (sorted(per_round)[len(per_round) // 2] if per_round else None)
 
 
@@ -110,7 +112,8 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
 
     ten = paired_ratio(results, ("envoy", "ten", "transitions_per_s"), ("ceiling", "tps"), "2")
     rows.append(("10-state flow, 2 workers >= 0.5 x 2-client ceiling",
-                 measured(ten, _get(results, "envoy", "ten", "2", "transitions_per_s"), _get(results, "ceiling", "2", "tps")),
+                 measured(ten, _get(results, "envoy", "ten", "2", "transitions_per_s"),
+                          _get(results, "ceiling", "2", "tps")),
                  both(ten, 0.5)))
     for n in ("1", "2"):
         one = paired_ratio(results, ("envoy", "one", "jobs_per_s"), ("rq", "checkpoint", "jobs_per_s"), n)
@@ -118,11 +121,13 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
                      measured(one, _get(results, "envoy", "one", n, "jobs_per_s"),
                               _get(results, "rq", "checkpoint", n, "jobs_per_s")),
                      both(one, 0.8)))
-    for key, label in (("schedule_to_start", "schedule() to start"), ("reply_to_resume", "reply_to_escalation() to resume")):
+    for key, label in (("schedule_to_start", "schedule() to start"),
+                       ("reply_to_resume", "reply_to_escalation() to resume")):
         lat = _get(results, "latency", key)
         if lat:
             ok = lat["p50_ms"] < LATENCY_P50_MS and lat["p99_ms"] < LATENCY_P99_MS
-            rows.append((f"{label}: p50 < 5 ms, p99 < 25 ms", f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms", verdict(ok)))
+            rows.append((f"{label}: p50 < 5 ms, p99 < 25 ms", f"p50 {lat['p50_ms']} ms, p99 {lat['p99_ms']} ms",
+                         verdict(ok)))
         else:
             rows.append((f"{label}: p50 < 5 ms, p99 < 25 ms", "-", "n/a"))
     scale = _get(results, "scale")
@@ -131,10 +136,12 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
         seq = [s for s in scale["shapes"] if s.get("budget") and s.get("seq_scans")]
         budgeted = [s for s in scale["shapes"] if s.get("budget")]
         worst = max(budgeted, key=lambda s: s["median_ms"]) if budgeted else None
-        measured = (f"{len(budgeted)} shapes at {scale['jobs']:,} jobs; slowest {worst['name']} {worst['median_ms']} ms; "
+        measured = (f"{len(budgeted)} shapes at {scale['jobs']:,} jobs; "
+                    f"slowest {worst['name']} {worst['median_ms']} ms; "
                     f"{len(slow)} over budget, {len(seq)} with a Seq Scan on a big table") if worst else "-"
         rows.append(("admin pages and sweep < 300 ms at 1,000,000 jobs, using indexes", measured,
-                     verdict(not slow and not seq) + ("" if scale["jobs"] >= 1_000_000 else f" (at {scale['jobs']:,} jobs only)")))
+                     verdict(not slow and not seq)
+                     + ("" if scale["jobs"] >= 1_000_000 else f" (at {scale['jobs']:,} jobs only)")))
     else:
         rows.append(("admin pages and sweep < 300 ms at 1,000,000 jobs, using indexes", "-", "n/a"))
     mem = _get(results, "memory")
@@ -160,24 +167,29 @@ def console_table(results: dict) -> str:
     lines.append("")
     lines.append(f"{'ratios (of medians | median of per-round ratios)':<{width}} {'N=1':>13} {'N=2':>13}")
     for label, one, one_r, two, two_r in ratio_rows(results):
-        lines.append(f"{label:<{width}} {_fmt(one, 2):>6} | {_fmt(one_r, 2):<4} {_fmt(two, 2):>6} | {_fmt(two_r, 2):<4}")
+        lines.append(f"{label:<{width}} {_fmt(one, 2):>6} | {_fmt(one_r, 2):<4} "
+                     f"{_fmt(two, 2):>6} | {_fmt(two_r, 2):<4}")
     lat = _get(results, "latency")
     if lat:
         lines.append("")
-        lines.append(f"{'latency (ms), 2 idle workers':<{width}} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>9}   n  stalled")
+        lines.append(f"{'latency (ms), 2 idle workers':<{width}} {'p50':>7} {'p95':>7} {'p99':>7} {'max':>9}"
+                     "   n  stalled")
         for key, label in LATENCY_ROWS:
             if key in lat:
                 row = lat[key]
-                lines.append(f"{label:<{width}} {row['p50_ms']:>7} {row['p95_ms']:>7} {row['p99_ms']:>7} {row['max_ms']:>9}"
+                lines.append(f"{label:<{width}} {row['p50_ms']:>7} {row['p95_ms']:>7} {row['p99_ms']:>7} "
+                             f"{row['max_ms']:>9}"
                              f"   {row['n']}  {row.get('stalled', '-')}")
     scale = _get(results, "scale")
     if scale and scale.get("shapes"):
         lines.append("")
-        lines.append(f"{'scale: ' + format(scale['jobs'], ',') + ' jobs, ' + format(scale['steps'], ',') + ' steps':<{width}}"
+        title = f"scale: {scale['jobs']:,} jobs, {scale['steps']:,} steps"
+        lines.append(f"{title:<{width}}"
                      f" {'median ms':>10} {'queries':>8}  plan")
         for shape in scale["shapes"]:
             flag = " SEQ SCAN" if shape.get("seq_scans") else ""
-            lines.append(f"{shape['name']:<{width}} {shape['median_ms']:>10} {shape['queries']:>8}  {shape['plan_summary']}{flag}")
+            lines.append(f"{shape['name']:<{width}} {shape['median_ms']:>10} {shape['queries']:>8}  "
+                         f"{shape['plan_summary']}{flag}")
     lines.append("")
     lines.append("targets")
     for target, measured, verdict in targets(results):
@@ -223,15 +235,17 @@ def markdown(results: dict) -> str:
     out.append("## Throughput")
     out.append("")
     out.append(f"{args.get('jobs', '?'):,} jobs per run; {args.get('rounds', 1)} rounds, interleaved (ceiling, RQ, "
-               "envoy, then again), and the median of the rounds is shown. N is the number of client processes (ceiling) or worker "
+               "envoy, then again), and the median of the rounds is shown. N is the number of client processes "
+               "(ceiling) or worker "
                "processes (RQ, envoy). RQ: jobs enqueued first, clock from releasing the started workers to the "
-               "last job ending (RQ's own exit, which joins a pubsub thread for ~1 s, left out). envoy: jobs scheduled first with workers stopped, then "
+               "last job ending (RQ's own exit, which joins a pubsub thread for ~1 s, left out). "
+               "envoy: jobs scheduled first with workers stopped, then "
                "`envoy_worker --concurrency N --burst`; clock from the first claim to the last job finishing "
                "(Job rows), process start-up excluded.")
     out.append("")
     out.append("| measurement | N=1 | N=2 | unit | rounds, N=1 | rounds, N=2 |")
     out.append("|---|---:|---:|---|---|---|")
-    for (label, one, two, unit), (_, path, _) in zip(throughput_rows(results), THROUGHPUT):
+    for (label, one, two, unit), (_, path, _) in zip(throughput_rows(results), THROUGHPUT, strict=True):
         out.append(f"| {label} | {_fmt(one)} | {_fmt(two)} | {unit} | {round_values(results, path, '1')} | "
                    f"{round_values(results, path, '2')} |")
     out.append("")
@@ -262,7 +276,8 @@ def markdown(results: dict) -> str:
                            f"{row['max_ms']} | {row.get('stalled', '-')} |")
                 if row.get("without_stalls"):
                     w = row["without_stalls"]
-                    out.append(f"| ... the same without the stalled samples | {w['n']} | {w['p50_ms']} | {w['p95_ms']} | "
+                    out.append(f"| ... the same without the stalled samples | {w['n']} | {w['p50_ms']} | "
+                               f"{w['p95_ms']} | "
                                f"{w['p99_ms']} | {w['max_ms']} | 0 |")
         if lat.get("schedule_legs_p50_ms"):
             legs = lat["schedule_legs_p50_ms"]
@@ -359,7 +374,7 @@ def chart(results: dict, path: Path) -> bool:
         values = [_get(results, *path_keys[:-1], n, path_keys[-1]) or 0 for n in counts]
         xs = [i + (index - (len(series) - 1) / 2) * width for i in range(len(counts))]
         bars = ax.bar(xs, values, width, label=label, color=color)
-        for bar, value in zip(bars, values):
+        for bar, value in zip(bars, values, strict=True):
             if value:
                 ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                             ha="center", va="bottom", fontsize=7)

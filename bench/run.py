@@ -51,18 +51,20 @@ import json
 import multiprocessing
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from envoy_django.testing.processes import WorkerProcesses, wait_until  # noqa: E402  (after the path)
 
 PHASES = ("ceiling", "rq", "envoy", "latency", "memory", "scale")
 RAW_QUEUE = "bench-raw"
@@ -94,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes for trying it out: 300 jobs, 100 samples, 200/2000 jobs, 50,000-job dataset")
     parser.add_argument("--profile", action="store_true",
-                        help="also profile a worker with py-spy and time the proposed changes in-process (bench/profile.py)")
+                        help="also profile a worker with py-spy and time the proposed changes in-process "
+                             "(bench/profile.py)")
     parser.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
     parser.add_argument("--render", action="store_true",
                         help="only rebuild results.md and the chart from the results.json in --out")
@@ -118,7 +121,8 @@ def require_services() -> None:
     missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
     if missing:
         sys.exit(f"bench: set {' and '.join(missing)} (PostgreSQL and Redis), e.g.\n"
-                 "  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 make bench")
+                 "  DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres "
+                 "REDIS_URL=redis://127.0.0.1:6379/0 make bench")
     if not os.environ["DATABASE_URL"].startswith(("postgres://", "postgresql://")):
         sys.exit("bench: DATABASE_URL must point at PostgreSQL")
 
@@ -207,7 +211,7 @@ def machine_info() -> dict[str, Any]:
             cursor.execute(f"SHOW {name}")
             pg_settings[name] = cursor.fetchone()[0]
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "memory_gb": round(mem_kb / 1024 / 1024, 1),
@@ -396,7 +400,8 @@ def bench_raw_rq(args: argparse.Namespace) -> dict[str, Any]:
                 data = [Queue.prepare_data("bench.checkpoint.noop", args=(), **options) for _ in range(args.jobs)]
             else:
                 job_ids = make_running_jobs(args.jobs)
-                data = [Queue.prepare_data("bench.checkpoint.checkpoint", args=(job_id,), **options) for job_id in job_ids]
+                data = [Queue.prepare_data("bench.checkpoint.checkpoint", args=(job_id,), **options)
+                        for job_id in job_ids]
             for i in range(0, len(data), 500):
                 queue.enqueue_many(data[i:i + 500])
             connections.close_all()
@@ -446,39 +451,12 @@ def bench_raw_rq(args: argparse.Namespace) -> dict[str, Any]:
 # --- envoy_worker processes -------------------------------------------------------------
 
 
-class Workers:
+def bench_workers() -> WorkerProcesses:
     """``manage.py envoy_worker`` supervisors on the bench settings."""
+    from django.db import connections
 
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, concurrency: int, *, burst: bool = False, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-        from django.db import connections
-
-        connections.close_all()
-        command = [sys.executable, "-m", "django", "envoy_worker", "--concurrency", str(concurrency),
-                   "--settings", "bench.settings", "-v", "0"]
-        if burst:
-            command.append("--burst")
-        process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(extra_env or {})})
-        self.processes.append(process)
-        return process
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.send_signal(signal.SIGTERM)  # a second signal forces the supervisor
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-        self.processes = []
+    connections.close_all()  # the bench's own idle connection must not count against the workers'
+    return WorkerProcesses("bench.settings", cwd=ROOT)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -502,14 +480,6 @@ def rss_kb(pid: int) -> dict[str, int]:
             key, value = line.split(":", 1)
             values[key] = int(value.split()[0])
     return values
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def unfinished(ids: list[str] | None = None) -> int:
@@ -544,7 +514,7 @@ def bench_envoy(args: argparse.Namespace) -> dict[str, Any]:
     for kind, flow, transitions_per_job, workers in runs:
         reset_state()
         ids, schedule_rate = schedule_many(flow, args.jobs)
-        handle = Workers()
+        handle = bench_workers()
         began = time.perf_counter()
         extra_env = {"ENVOY_BENCH_CONN_MAX_AGE": "0"} if kind == "one_conn0" else None
         process = handle.start(workers, burst=True, extra_env=extra_env)
@@ -581,13 +551,13 @@ def bench_envoy(args: argparse.Namespace) -> dict[str, Any]:
 # --- 4. latency -------------------------------------------------------------------------------
 
 
-def idle_workers(concurrency: int) -> Workers:
+def idle_workers(concurrency: int) -> WorkerProcesses:
     """Start ``concurrency`` workers and return once each is registered and waiting."""
     from rq import Worker
 
-    from envoy_django.dispatch.rq import get_queue
+    from envoy_django.dispatch.rq_queue import get_queue
 
-    handle = Workers()
+    handle = bench_workers()
     handle.start(concurrency)
     queue = get_queue()
     wait_until(lambda: len(Worker.all(queue=queue)) >= concurrency, 60, "workers to register")
@@ -655,7 +625,8 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
         sample_one_at_a_time(n, gap, schedule_one, finished)
         wait_until(lambda: unfinished(list(calls)) == 0, recovery, "latency jobs to finish")
         first_step: dict[str, dt.datetime] = {}
-        for job_id, started in Step.objects.filter(job_id__in=list(calls)).order_by("pk").values_list("job_id", "started_at"):
+        steps = Step.objects.filter(job_id__in=list(calls)).order_by("pk").values_list("job_id", "started_at")
+        for job_id, started in steps:
             first_step.setdefault(str(job_id), started)
         claims = {str(j): s for j, s in Job.objects.filter(pk__in=list(calls)).values_list("pk", "started_at")}
         results["schedule_to_start"] = latency_summary(
@@ -666,7 +637,9 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
         # Where schedule -> start goes: row created, message id recorded (just before the push), claimed, state started.
         marks = {str(j): (c, e, s) for j, c, e, s in
                  Job.objects.filter(pk__in=list(calls)).values_list("pk", "created_at", "enqueued_at", "started_at")}
-        legs = {"call_to_row_created": [], "row_created_to_enqueue": [], "enqueue_to_claim": [], "claim_to_state_start": []}
+        legs: dict[str, list[float]] = {
+            "call_to_row_created": [], "row_created_to_enqueue": [], "enqueue_to_claim": [], "claim_to_state_start": [],
+        }
         for j, (called, _) in calls.items():
             created, enqueued, claimed = marks[j]
             if enqueued is None or claimed is None:
@@ -701,8 +674,10 @@ def bench_latency(args: argparse.Namespace) -> dict[str, Any]:
 
         sample_one_at_a_time(len(escalations), gap, reply_one, finished)
         wait_until(lambda: unfinished(ids) == 0, recovery, "escalated jobs to finish")
-        resumed = {str(j): s for j, s in Step.objects.filter(job_id__in=ids, state="Resume").values_list("job_id", "started_at")}
-        results["reply_to_resume"] = latency_summary([(resumed[j] - called).total_seconds() for j, called in replied.items()])
+        resumed = {str(j): s for j, s in
+                   Step.objects.filter(job_id__in=ids, state="Resume").values_list("job_id", "started_at")}
+        results["reply_to_resume"] = latency_summary(
+            [(resumed[j] - called).total_seconds() for j, called in replied.items()])
         results["reply_call"] = summarize_ms(reply_calls)
         log(f"latency reply->resume: {results['reply_to_resume']}")
 
@@ -742,7 +717,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     from envoy_django.models import Job, JobStatus
 
     reset_state()
-    handle = Workers()
+    handle = bench_workers()
     supervisor = handle.start(1)
     samples = []
     try:

@@ -26,11 +26,13 @@ import datetime as dt
 import json
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+from bench.flows import SCALE_FLOWS as FLOWS  # registered, like a real project's flows
 
 DATASET_VERSION = 2
 BIG_TABLES = ("envoy_django_job", "envoy_django_step")
-from bench.flows import SCALE_FLOWS as FLOWS  # registered, like a real project's flows
 
 LONG_JOB_STEPS = 2000
 
@@ -67,7 +69,9 @@ SELECT
          THEN jsonb_build_object('n', i, 'summary', repeat('x', 80)) END,
     CASE s.status WHEN 'failed' THEN 'RuntimeError: upstream said 503' WHEN 'cancelled' THEN 'cancelled' ELSE '' END,
     CASE s.status WHEN 'failed' THEN 'RuntimeError' ELSE '' END,
-    CASE s.status WHEN 'failed' THEN 'Traceback (most recent call last):' || repeat(E'\\n  File "flows.py", line 12, in handler', 6) || E'\\nRuntimeError: upstream said 503' ELSE '' END,
+    CASE s.status WHEN 'failed' THEN 'Traceback (most recent call last):'
+        || repeat(E'\\n  File "flows.py", line 12, in handler', 6) || E'\\nRuntimeError: upstream said 503'
+        ELSE '' END,
     NULL, '', 0, NULL, '', NULL,
     CASE s.status WHEN 'running' THEN 'bench-host:4242:1:abcdef' ELSE '' END,
     CASE s.status WHEN 'running' THEN timestamptz '2100-01-01' END,
@@ -190,7 +194,8 @@ def ensure_dataset(dsn: str, args: Any, log: Callable[[str], None]) -> dict[str,
             except psycopg.errors.InsufficientPrivilege:
                 pass
             indexes = drop_secondary_indexes(conn)
-            params = {"flows": FLOWS, "jobs": args.scale_jobs, "long": LONG_JOB_STEPS, "long_i": long_job_i(args.scale_jobs)}
+            params = {"flows": FLOWS, "jobs": args.scale_jobs, "long": LONG_JOB_STEPS,
+                      "long_i": long_job_i(args.scale_jobs)}
             for label, sql in (("jobs", INSERT_JOBS), ("steps", INSERT_STEPS), ("long job steps", INSERT_LONG_STEPS),
                                ("waits", INSERT_WAITS), ("escalations", INSERT_ESCALATIONS)):
                 t0 = time.perf_counter()
@@ -250,7 +255,8 @@ def dataset_counts(conn: Any) -> dict[str, Any]:
     def count(sql: str) -> int:
         return conn.execute(sql).fetchone()[0]
 
-    statuses = dict(conn.execute("SELECT status, count(*) FROM envoy_django_job GROUP BY status ORDER BY 2 DESC").fetchall())
+    statuses = dict(
+        conn.execute("SELECT status, count(*) FROM envoy_django_job GROUP BY status ORDER BY 2 DESC").fetchall())
     sizes = dict(conn.execute(
         "SELECT relname, pg_size_pretty(pg_total_relation_size(oid)) FROM pg_class WHERE relname = ANY(%s)",
         [TABLES.split(", ")]).fetchall())
@@ -352,7 +358,7 @@ def sample_ids(jobs: int) -> dict[str, Any]:
     typical = Job.objects.filter(status="done", step=9, flow="invoice.review")
     total = typical.count()
     job_id = typical.order_by("created_at").values_list("pk", flat=True)[total // 2]
-    long_created = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(seconds=30 * long_job_i(jobs))
+    long_created = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=30 * long_job_i(jobs))
     long_id = Job.objects.filter(created_at=long_created).values_list("pk", flat=True).first()
     return {"job": job_id, "long": long_id}
 

@@ -1,7 +1,8 @@
 """The flows the chaos run schedules (autodiscovered: ``chaos`` is in INSTALLED_APPS).
 
 ``chaos_main`` has ten states S0..S9, each one on_state handler. Its input
-(kept as ``data.plan``, since each state's input is the previous output) is a plan: ``{"key", "children", "wait", "token"}``. S3 spawns
+(kept as ``data.plan``, since each state's input is the previous output) is
+a plan: ``{"key", "children", "wait", "token"}``. S3 spawns
 ``children`` children (``chaos_child``, three states), S4 checks that each
 ended ``done`` with the right output; with ``wait``, S6 waits for the
 outside event ``approval`` and S7 checks the value the harness resolved it

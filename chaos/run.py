@@ -73,12 +73,14 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from envoy_django.testing.processes import WorkerProcesses, wait_until  # noqa: E402  (after the path)
 
 DEFAULT_SERVER_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 FINISHED = ("done", "failed", "cancelled")
@@ -188,14 +190,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(step)
 
 
 class RedisServer:
@@ -322,6 +316,7 @@ class Harness:
         self.processes = processes
         self.redis = redis_server
         self.worker_env = worker_env
+        self.workers = WorkerProcesses("chaos.settings", cwd=ROOT, env=worker_env, log_dir=processes.log_dir)
         self.rng = random.Random(args.seed)
         self.run = Run(args)
         self.supervisors: list[subprocess.Popen] = []
@@ -331,12 +326,8 @@ class Harness:
 
     def start_supervisor(self) -> subprocess.Popen:
         self.generation += 1
-        process = self.processes.spawn(
-            f"supervisor-{self.generation}",
-            [sys.executable, "-m", "django", "envoy_worker", "--concurrency", str(self.args.concurrency),
-             "--settings", "chaos.settings", "-v", "1"],
-            self.worker_env,
-        )
+        process = self.workers.start(self.args.concurrency, verbosity=1, name=f"supervisor-{self.generation}")
+        self.processes.started.append(process)  # the harness's cleanup kills its group, whatever happens
         log(f"supervisor {process.pid} started (log {self.processes.log_dir}/supervisor-{self.generation}.log)")
         return process
 
@@ -375,8 +366,8 @@ class Harness:
         except ProcessLookupError:
             return
         try:
-            wait_until(lambda: not alive(pid), 5, f"worker {pid} to die", step=0.01)
-        except RuntimeError:
+            wait_until(lambda: not alive(pid), 5, f"worker {pid} to die", interval=0.01, max_interval=0.01)
+        except AssertionError:
             log(f"!! worker {pid} still alive 5s after SIGKILL")
         victims = [str(pk) for pk in Job.objects.filter(status="running", lease_owner__regex=rf"^[^:]*:{pid}:")
                    .values_list("pk", flat=True)]
@@ -486,7 +477,7 @@ class Harness:
         for line in self.faults.read_text().splitlines():
             if line.startswith("fired "):
                 _, _, job_id, pid, when = line.split()
-                at = dt.datetime.fromtimestamp(float(when), tz=dt.timezone.utc)
+                at = dt.datetime.fromtimestamp(float(when), tz=dt.UTC)
                 if (int(pid), (job_id,)) not in seen:
                     self.run.kills.append(Kill(at, int(pid), [job_id]))
                     self.run.faults_fired += 1
@@ -614,240 +605,295 @@ CHILD_STATES = ["C0", "C1", "C2"]
 RETRY_BACKOFF_MAX = 1.0  # chaos/settings.py
 
 
+class _Verifier:
+    """The checks of one run, each a method; what one check gathers, a later one reads."""
+
+    def __init__(self, run: Run) -> None:
+        from envoy_django.models import Job
+
+        self.run = run
+        self.args = run.args
+        self.failures: list[str] = []
+        self.stats: dict[str, Any] = {}
+        self.jobs = {str(j.pk): j for j in Job.objects.all()}
+        self.key_of = {pk: (j.input or {}).get("key") for pk, j in self.jobs.items()}
+        self.job_of_key = {key: pk for pk, key in self.key_of.items()}
+        self.stats["jobs"] = sum(1 for j in self.jobs.values() if j.parent_id is None)
+        self.stats["children"] = len(self.jobs) - self.stats["jobs"]
+
+    def all(self) -> tuple[list[str], dict[str, Any]]:
+        self._check_jobs()
+        self._check_history()
+        self._check_leases()
+        self._check_steps_within_leases()
+        self._check_handler_calls()
+        self._check_recoveries()
+        self._check_retries()
+        self._check_bookkeeping()
+        return self.failures, self.stats
+
+    def _check_jobs(self) -> None:
+        """Every job done, with its children."""
+        (run, args, failures, stats, jobs, key_of, job_of_key) = (
+            self.run, self.args, self.failures, self.stats, self.jobs, self.key_of, self.job_of_key
+        )
+        not_done = [j for j in jobs.values() if j.status != "done"]
+        if len(run.plans) != args.jobs:
+            failures.append(f"only {len(run.plans)} of {args.jobs} jobs were submitted")
+        if stats["jobs"] != len(run.plans):
+            failures.append(f"{stats['jobs']} top-level jobs in the database, {len(run.plans)} submitted")
+        for job in not_done[:10]:
+            failures.append(f"job {job.pk} ({key_of[str(job.pk)]}) is {job.status} at {job.state}: "
+                            f"{job.error_type} {job.error[:200]}")
+        if len(not_done) > 10:
+            failures.append(f"... and {len(not_done) - 10} more jobs not done")
+        children_of: dict[str, int] = Counter(str(j.parent_id) for j in jobs.values() if j.parent_id)
+        expected_children = 0
+        for key, plan in run.plans.items():
+            pk = job_of_key.get(key)
+            expected_children += plan["children"]
+            if pk and children_of.get(pk, 0) != plan["children"]:
+                failures.append(f"job {pk} ({key}) has {children_of.get(pk, 0)} children, its plan {plan['children']}")
+            if pk and jobs[pk].status == "done" and jobs[pk].output != MAIN_STATES:
+                failures.append(f"job {pk} ({key}) output trail {jobs[pk].output}, expected each state once")
+        for pk, job in jobs.items():
+            if job.parent_id and job.status == "done" and job.output != CHILD_STATES:
+                failures.append(f"child {pk} output trail {job.output}, expected each state once")
+        stats["expected_children"] = expected_children
+        waits = sum(1 for plan in run.plans.values() if plan["wait"])
+        if run.resolved_waits != waits:
+            failures.append(f"{run.resolved_waits} event waits resolved, {waits} planned")
+        self.expected_children = expected_children
+
+    def _check_history(self) -> None:
+        """Each transition exactly once."""
+        from envoy_django.models import Step
+
+        failures, stats, jobs, key_of = self.failures, self.stats, self.jobs, self.key_of
+        steps: dict[str, list] = defaultdict(list)
+        for step in Step.objects.order_by("pk").values("job_id", "number", "state", "phase", "error", "worker",
+                                                       "started_at", "finished_at"):
+            steps[str(step["job_id"])].append(step)
+        lost = duplicated = 0
+        for pk, job in jobs.items():
+            names = CHILD_STATES if job.parent_id else MAIN_STATES
+            expected = [(i + 1, name, "state") for i, name in enumerate(names)]
+            actual = [(s["number"], s["state"], s["phase"]) for s in steps[pk] if not s["error"]]
+            job_lost = len(set(expected) - set(actual))
+            job_dup = len(actual) - len(set(actual) & set(expected))
+            if job_lost or job_dup or actual != expected:
+                failures.append(f"job {pk} ({key_of[pk]}) history {actual}, expected {expected}")
+            lost += job_lost
+            duplicated += job_dup
+        stats["lost"] = lost
+        stats["duplicated"] = duplicated
+        stats["failed_steps"] = sum(1 for ss in steps.values() for s in ss if s["error"])
+        self.steps = steps
+
+    def _check_leases(self) -> None:
+        """Exclusive leases, from the trigger's lease history."""
+        from django.db import connection
+
+        failures, stats = self.failures, self.stats
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT job_id, at, old_owner, new_owner, old_expires, new_status"
+                           " FROM chaos_lease_log ORDER BY id")
+            lease_rows = cursor.fetchall()
+            cursor.execute("SELECT job_key, state, owner, pid, started_at, finished_at, outcome FROM chaos_exec")
+            exec_rows = cursor.fetchall()
+        intervals: dict[str, list[tuple[str, dt.datetime, dt.datetime | None]]] = defaultdict(list)
+        current: dict[str, tuple[str, dt.datetime]] = {}
+        takeovers = 0
+        lease_violations = []
+        for job_id, at, old_owner, new_owner, old_expires, _status in lease_rows:
+            job_id = str(job_id)
+            if new_owner and old_owner and new_owner != old_owner:
+                takeovers += 1
+                if old_expires is None or old_expires > at:
+                    lease_violations.append(f"job {job_id}: {new_owner} took the lease at {at} from {old_owner}, "
+                                            f"whose lease ran until {old_expires}")
+            if old_owner != new_owner:
+                if job_id in current:
+                    owner, since = current.pop(job_id)
+                    intervals[job_id].append((owner, since, at))
+                if new_owner:
+                    current[job_id] = (new_owner, at)
+        for job_id, (owner, since) in current.items():
+            intervals[job_id].append((owner, since, None))
+        failures.extend(lease_violations[:10])
+        stats["lease_violations"] = len(lease_violations)
+        stats["takeovers"] = takeovers
+        stats["claims"] = sum(len(v) for v in intervals.values())
+        self.lease_rows = lease_rows
+        self.exec_rows = exec_rows
+        self.intervals = intervals
+
+    def _check_steps_within_leases(self) -> None:
+        """Steps inside their worker's lease, and never overlapping across workers."""
+        failures, stats, steps, intervals = self.failures, self.stats, self.steps, self.intervals
+        outside = []
+        overlaps = []
+        for pk, job_steps in steps.items():
+            held = intervals.get(pk, [])
+            for s in job_steps:
+                ok = any(owner == s["worker"] and since <= s["started_at"] and (until is None or (
+                    s["started_at"] <= until and (s["error"] or s["finished_at"] <= until)))
+                    for owner, since, until in held)
+                if not ok:
+                    outside.append(f"job {pk}: step {s['number']} {s['state']} ({'failed' if s['error'] else 'ok'}) by "
+                                   f"{s['worker']} [{s['started_at']}, {s['finished_at']}] outside its leases")
+            overlaps += _overlaps(pk, [(s["worker"], s["started_at"], s["finished_at"]) for s in job_steps], "steps")
+        failures.extend(outside[:10])
+        failures.extend(overlaps[:10])
+        stats["steps_outside_lease"] = len(outside)
+        stats["step_overlaps"] = len(overlaps)
+
+    def _check_handler_calls(self) -> None:
+        """Handler calls of different owners never overlap."""
+        (run, failures, stats, job_of_key, expected_children, exec_rows) = (
+            self.run, self.failures, self.stats, self.job_of_key, self.expected_children, self.exec_rows
+        )
+        death: dict[int, dt.datetime] = {}
+        for kill in run.kills:
+            death.setdefault(kill.pid, kill.at)
+        terminated_at = run.events.get("pg_terminate_time")
+        calls: dict[str, list] = defaultdict(list)
+        open_calls = 0
+        for key, _state, owner, pid, started, finished, _outcome in exec_rows:
+            if finished is None:
+                # Its end was not written: its process was killed, or its connection terminated.
+                ends = [t for t in (death.get(pid), terminated_at) if t is not None and t >= started]
+                if ends:
+                    finished = min(ends)
+                else:
+                    open_calls += 1
+                    finished = started
+            calls[job_of_key.get(key, key)].append((owner, started, finished))
+        exec_overlaps = []
+        for pk, job_calls in calls.items():
+            exec_overlaps += _overlaps(pk, job_calls, "handler calls")
+        failures.extend(exec_overlaps[:10])
+        stats["exec_overlaps"] = len(exec_overlaps)
+        stats["handler_calls"] = len(exec_rows)
+        stats["open_calls"] = open_calls
+        expected_calls = len(run.plans) * len(MAIN_STATES) + expected_children * len(CHILD_STATES)
+        stats["reexecuted"] = len(exec_rows) - expected_calls
+
+    def _check_recoveries(self) -> None:
+        """Recovery after each kill."""
+        (run, args, failures, stats, jobs, steps, lease_rows) = (
+            self.run, self.args, self.failures, self.stats, self.jobs, self.steps, self.lease_rows
+        )
+        bound = args.lease + args.sweep + args.slack
+        redis_down = run.events.get("redis_down")
+
+        def bound_for(start: dt.datetime, base: float) -> float:
+            """``base``, plus the Redis outage (and one more sweep) if it fell inside the window."""
+            if redis_down and redis_down[0] <= start + dt.timedelta(seconds=base) and redis_down[1] >= start:
+                return base + (redis_down[1] - redis_down[0]).total_seconds() + args.sweep
+            return base
+
+        claims_of: dict[str, list[tuple[dt.datetime, str]]] = defaultdict(list)
+        for job_id, at, old_owner, new_owner, _, _ in lease_rows:
+            if new_owner and new_owner != old_owner:
+                claims_of[str(job_id)].append((at, new_owner))
+        recoveries = []
+        recoveries_detail: list[tuple[float, str, Kill]] = []
+        inflight_commits = 0
+        for kill in run.kills:
+            for pk in kill.victims:
+                later = [s["started_at"] for s in steps[pk] if s["started_at"] > kill.at]
+                if not later:
+                    job = jobs[pk]
+                    if job.finished_at and job.finished_at <= kill.at + dt.timedelta(seconds=1):
+                        inflight_commits += 1  # its last commit was on the wire when the process died
+                        continue
+                    failures.append(f"job {pk} held by killed pid {kill.pid} never ran again")
+                    continue
+                end = min(later)
+                # Killed again before it ran a phase: it recovered when that next victim claimed it.
+                for again in run.kills:
+                    if pk in again.victims and kill.at < again.at < end:
+                        claims = [c for c in claims_of[pk] if c[0] > kill.at and f":{again.pid}:" in c[1]]
+                        if claims:
+                            end = min(end, claims[0][0])
+                seconds = (end - kill.at).total_seconds()
+                recoveries.append(seconds)
+                recoveries_detail.append((seconds, pk, kill))
+                limit = bound_for(kill.at, bound)
+                if seconds > limit:
+                    failures.append(f"job {pk} waited {seconds:.2f}s after pid {kill.pid} was killed "
+                                    f"(bound {limit:g}s = lease {args.lease:g} + sweep {args.sweep:g} "
+                                    f"+ slack {args.slack:g}"
+                                    f"{' + Redis outage + sweep' if limit > bound else ''})")
+        recoveries_detail.sort(key=lambda r: -r[0])
+        stats["worst_recoveries"] = [_recovery_breakdown(seconds, pk, kill, lease_rows, redis_down)
+                                     for seconds, pk, kill in recoveries_detail[:3]]
+        stats["recoveries"] = len(recoveries)
+        stats["max_recovery"] = max(recoveries, default=0.0)
+        stats["mean_recovery"] = sum(recoveries) / len(recoveries) if recoveries else 0.0
+        stats["bound"] = bound
+        stats["inflight_commits"] = inflight_commits
+        self.bound_for = bound_for
+
+    def _check_retries(self) -> None:
+        """A failed phase (retried after at most RETRY_BACKOFF_MAX) runs again in time.
+
+        Even with the RQ scheduler killed and Redis flushed or restarted: the
+        sweep must not trust a lost schedule.
+        """
+        (run, args, failures, stats, steps, bound_for) = (
+            self.run, self.args, self.failures, self.stats, self.steps, self.bound_for
+        )
+        retry_bound = RETRY_BACKOFF_MAX + args.lease + args.sweep + args.slack
+        victim_kills = defaultdict(list)
+        for kill in run.kills:
+            for pk in kill.victims:
+                victim_kills[pk].append(kill.at)
+        retry_gaps = []
+        retry_detail: list[tuple[float, str, str, dt.datetime]] = []
+        for pk, job_steps in steps.items():
+            for index, s in enumerate(job_steps):
+                if not s["error"] or index + 1 >= len(job_steps):
+                    continue
+                nxt = min(later["started_at"] for later in job_steps[index + 1:])
+                if any(s["finished_at"] <= at <= nxt for at in victim_kills[pk]):
+                    continue  # the retry's worker was killed: measured as a recovery above
+                gap = (nxt - s["finished_at"]).total_seconds()
+                retry_gaps.append(gap)
+                retry_detail.append((gap, pk, s["state"], s["finished_at"]))
+                if gap > bound_for(s["finished_at"], retry_bound):
+                    failures.append(f"job {pk}: retry of {s['state']} started {gap:.2f}s after the failure "
+                                    f"(bound {retry_bound:g}s = backoff max {RETRY_BACKOFF_MAX:g} "
+                                    "+ lease + sweep + slack)")
+        stats["retries"] = len(retry_gaps)
+        stats["max_retry_gap"] = max(retry_gaps, default=0.0)
+        marks = ", ".join(f"{k[:-3]} +{v}s" for k, v in run.events.items() if k.endswith("_at"))
+        stats["worst_retries"] = [
+            f"{gap:.2f}s job {pk} state {state}, failed at +{(at - run.started_wall).total_seconds():.1f}s "
+            f"(disruptions: {marks})"
+            for gap, pk, state, at in sorted(retry_detail, key=lambda r: -r[0])[:2]
+        ] if run.started_wall else []
+
+    def _check_bookkeeping(self) -> None:
+        """The harness's own bookkeeping."""
+        run, failures = self.run, self.failures
+        for name in ("flushall", "kill_supervisor", "pg_terminate", "redis_restart"):
+            if name not in run.events:
+                failures.append(f"disruption {name} did not happen")
+        if run.faults_fired != run.events.get("kill_before_claim", 0) or not run.faults_fired:
+            failures.append(f"{run.faults_fired} of {run.events.get('kill_before_claim', 0)} kills between dequeue "
+                            "and claim happened")
+        if len(run.kills) < 3:
+            failures.append(f"only {len(run.kills)} kills: the run was too short to test recovery")
+        if run.supervisor_restarts:
+            failures.append(f"{run.supervisor_restarts} supervisor(s) died and had to be restarted by the harness")
+        failures.extend(run.leftovers)
+
+
 def verify(run: Run) -> tuple[list[str], dict[str, Any]]:
     """Return (failures, numbers for the summary)."""
-    from django.db import connection
-
-    from envoy_django.models import Job, Step
-
-    args = run.args
-    failures: list[str] = []
-    stats: dict[str, Any] = {}
-    jobs = {str(j.pk): j for j in Job.objects.all()}
-    key_of = {pk: (j.input or {}).get("key") for pk, j in jobs.items()}
-    job_of_key = {key: pk for pk, key in key_of.items()}
-    stats["jobs"] = sum(1 for j in jobs.values() if j.parent_id is None)
-    stats["children"] = len(jobs) - stats["jobs"]
-
-    # 1. every job done, with its children
-    not_done = [j for j in jobs.values() if j.status != "done"]
-    if len(run.plans) != args.jobs:
-        failures.append(f"only {len(run.plans)} of {args.jobs} jobs were submitted")
-    if stats["jobs"] != len(run.plans):
-        failures.append(f"{stats['jobs']} top-level jobs in the database, {len(run.plans)} submitted")
-    for job in not_done[:10]:
-        failures.append(f"job {job.pk} ({key_of[str(job.pk)]}) is {job.status} at {job.state}: "
-                        f"{job.error_type} {job.error[:200]}")
-    if len(not_done) > 10:
-        failures.append(f"... and {len(not_done) - 10} more jobs not done")
-    children_of: dict[str, int] = Counter(str(j.parent_id) for j in jobs.values() if j.parent_id)
-    expected_children = 0
-    for key, plan in run.plans.items():
-        pk = job_of_key.get(key)
-        expected_children += plan["children"]
-        if pk and children_of.get(pk, 0) != plan["children"]:
-            failures.append(f"job {pk} ({key}) has {children_of.get(pk, 0)} children, its plan {plan['children']}")
-        if pk and jobs[pk].status == "done" and jobs[pk].output != MAIN_STATES:
-            failures.append(f"job {pk} ({key}) output trail {jobs[pk].output}, expected each state once")
-    for pk, job in jobs.items():
-        if job.parent_id and job.status == "done" and job.output != CHILD_STATES:
-            failures.append(f"child {pk} output trail {job.output}, expected each state once")
-    stats["expected_children"] = expected_children
-    waits = sum(1 for plan in run.plans.values() if plan["wait"])
-    if run.resolved_waits != waits:
-        failures.append(f"{run.resolved_waits} event waits resolved, {waits} planned")
-
-    # 2. each transition exactly once
-    steps: dict[str, list] = defaultdict(list)
-    for step in Step.objects.order_by("pk").values("job_id", "number", "state", "phase", "error", "worker",
-                                                   "started_at", "finished_at"):
-        steps[str(step["job_id"])].append(step)
-    lost = duplicated = 0
-    for pk, job in jobs.items():
-        names = CHILD_STATES if job.parent_id else MAIN_STATES
-        expected = [(i + 1, name, "state") for i, name in enumerate(names)]
-        actual = [(s["number"], s["state"], s["phase"]) for s in steps[pk] if not s["error"]]
-        job_lost = len(set(expected) - set(actual))
-        job_dup = len(actual) - len(set(actual) & set(expected))
-        if job_lost or job_dup or actual != expected:
-            failures.append(f"job {pk} ({key_of[pk]}) history {actual}, expected {expected}")
-        lost += job_lost
-        duplicated += job_dup
-    stats["lost"] = lost
-    stats["duplicated"] = duplicated
-    stats["failed_steps"] = sum(1 for ss in steps.values() for s in ss if s["error"])
-
-    # 3. exclusive leases, from the trigger's lease history
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT job_id, at, old_owner, new_owner, old_expires, new_status"
-                       " FROM chaos_lease_log ORDER BY id")
-        lease_rows = cursor.fetchall()
-        cursor.execute("SELECT job_key, state, owner, pid, started_at, finished_at, outcome FROM chaos_exec")
-        exec_rows = cursor.fetchall()
-    intervals: dict[str, list[tuple[str, dt.datetime, dt.datetime | None]]] = defaultdict(list)
-    current: dict[str, tuple[str, dt.datetime]] = {}
-    takeovers = 0
-    lease_violations = []
-    for job_id, at, old_owner, new_owner, old_expires, _status in lease_rows:
-        job_id = str(job_id)
-        if new_owner and old_owner and new_owner != old_owner:
-            takeovers += 1
-            if old_expires is None or old_expires > at:
-                lease_violations.append(f"job {job_id}: {new_owner} took the lease at {at} from {old_owner}, "
-                                        f"whose lease ran until {old_expires}")
-        if old_owner != new_owner:
-            if job_id in current:
-                owner, since = current.pop(job_id)
-                intervals[job_id].append((owner, since, at))
-            if new_owner:
-                current[job_id] = (new_owner, at)
-    for job_id, (owner, since) in current.items():
-        intervals[job_id].append((owner, since, None))
-    failures.extend(lease_violations[:10])
-    stats["lease_violations"] = len(lease_violations)
-    stats["takeovers"] = takeovers
-    stats["claims"] = sum(len(v) for v in intervals.values())
-
-    # 4. Steps inside their worker's lease, and never overlapping across workers
-    outside = []
-    overlaps = []
-    for pk, job_steps in steps.items():
-        held = intervals.get(pk, [])
-        for s in job_steps:
-            ok = any(owner == s["worker"] and since <= s["started_at"] and (until is None or (
-                s["started_at"] <= until and (s["error"] or s["finished_at"] <= until)))
-                for owner, since, until in held)
-            if not ok:
-                outside.append(f"job {pk}: step {s['number']} {s['state']} ({'failed' if s['error'] else 'ok'}) by "
-                               f"{s['worker']} [{s['started_at']}, {s['finished_at']}] outside its leases")
-        overlaps += _overlaps(pk, [(s["worker"], s["started_at"], s["finished_at"]) for s in job_steps], "steps")
-    failures.extend(outside[:10])
-    failures.extend(overlaps[:10])
-    stats["steps_outside_lease"] = len(outside)
-    stats["step_overlaps"] = len(overlaps)
-
-    # 5. handler calls of different owners never overlap
-    death: dict[int, dt.datetime] = {}
-    for kill in run.kills:
-        death.setdefault(kill.pid, kill.at)
-    terminated_at = run.events.get("pg_terminate_time")
-    calls: dict[str, list] = defaultdict(list)
-    open_calls = 0
-    for key, state, owner, pid, started, finished, outcome in exec_rows:
-        if finished is None:
-            # Its end was not written: its process was killed, or its connection terminated.
-            ends = [t for t in (death.get(pid), terminated_at) if t is not None and t >= started]
-            if ends:
-                finished = min(ends)
-            else:
-                open_calls += 1
-                finished = started
-        calls[job_of_key.get(key, key)].append((owner, started, finished))
-    exec_overlaps = []
-    for pk, job_calls in calls.items():
-        exec_overlaps += _overlaps(pk, job_calls, "handler calls")
-    failures.extend(exec_overlaps[:10])
-    stats["exec_overlaps"] = len(exec_overlaps)
-    stats["handler_calls"] = len(exec_rows)
-    stats["open_calls"] = open_calls
-    expected_calls = len(run.plans) * len(MAIN_STATES) + expected_children * len(CHILD_STATES)
-    stats["reexecuted"] = len(exec_rows) - expected_calls
-
-    # 6. recovery after each kill
-    bound = args.lease + args.sweep + args.slack
-    redis_down = run.events.get("redis_down")
-
-    def bound_for(start: dt.datetime, base: float) -> float:
-        """``base``, plus the Redis outage (and one more sweep) if it fell inside the window."""
-        if redis_down and redis_down[0] <= start + dt.timedelta(seconds=base) and redis_down[1] >= start:
-            return base + (redis_down[1] - redis_down[0]).total_seconds() + args.sweep
-        return base
-
-    claims_of: dict[str, list[tuple[dt.datetime, str]]] = defaultdict(list)
-    for job_id, at, old_owner, new_owner, _, _ in lease_rows:
-        if new_owner and new_owner != old_owner:
-            claims_of[str(job_id)].append((at, new_owner))
-    recoveries = []
-    recoveries_detail: list[tuple[float, str, Kill]] = []
-    inflight_commits = 0
-    for kill in run.kills:
-        for pk in kill.victims:
-            later = [s["started_at"] for s in steps[pk] if s["started_at"] > kill.at]
-            if not later:
-                job = jobs[pk]
-                if job.finished_at and job.finished_at <= kill.at + dt.timedelta(seconds=1):
-                    inflight_commits += 1  # its last commit was on the wire when the process died
-                    continue
-                failures.append(f"job {pk} held by killed pid {kill.pid} never ran again")
-                continue
-            end = min(later)
-            # Killed again before it ran a phase: it recovered when that next victim claimed it.
-            for again in run.kills:
-                if pk in again.victims and kill.at < again.at < end:
-                    claims = [c for c in claims_of[pk] if c[0] > kill.at and f":{again.pid}:" in c[1]]
-                    if claims:
-                        end = min(end, claims[0][0])
-            seconds = (end - kill.at).total_seconds()
-            recoveries.append(seconds)
-            recoveries_detail.append((seconds, pk, kill))
-            limit = bound_for(kill.at, bound)
-            if seconds > limit:
-                failures.append(f"job {pk} waited {seconds:.2f}s after pid {kill.pid} was killed "
-                                f"(bound {limit:g}s = lease {args.lease:g} + sweep {args.sweep:g} + slack {args.slack:g}"
-                                f"{' + Redis outage + sweep' if limit > bound else ''})")
-    recoveries_detail.sort(key=lambda r: -r[0])
-    stats["worst_recoveries"] = [_recovery_breakdown(seconds, pk, kill, lease_rows, redis_down)
-                                 for seconds, pk, kill in recoveries_detail[:3]]
-    stats["recoveries"] = len(recoveries)
-    stats["max_recovery"] = max(recoveries, default=0.0)
-    stats["mean_recovery"] = sum(recoveries) / len(recoveries) if recoveries else 0.0
-    stats["bound"] = bound
-    stats["inflight_commits"] = inflight_commits
-
-    # 7. a failed phase (retried after at most RETRY_BACKOFF_MAX) runs again in time, even with the RQ
-    #    scheduler killed and Redis flushed or restarted: the sweep must not trust a lost schedule
-    retry_bound = RETRY_BACKOFF_MAX + args.lease + args.sweep + args.slack
-    victim_kills = defaultdict(list)
-    for kill in run.kills:
-        for pk in kill.victims:
-            victim_kills[pk].append(kill.at)
-    retry_gaps = []
-    retry_detail: list[tuple[float, str, str, dt.datetime]] = []
-    for pk, job_steps in steps.items():
-        for index, s in enumerate(job_steps):
-            if not s["error"] or index + 1 >= len(job_steps):
-                continue
-            nxt = min(later["started_at"] for later in job_steps[index + 1:])
-            if any(s["finished_at"] <= at <= nxt for at in victim_kills[pk]):
-                continue  # the retry's worker was killed: measured as a recovery above
-            gap = (nxt - s["finished_at"]).total_seconds()
-            retry_gaps.append(gap)
-            retry_detail.append((gap, pk, s["state"], s["finished_at"]))
-            if gap > bound_for(s["finished_at"], retry_bound):
-                failures.append(f"job {pk}: retry of {s['state']} started {gap:.2f}s after the failure "
-                                f"(bound {retry_bound:g}s = backoff max {RETRY_BACKOFF_MAX:g} + lease + sweep + slack)")
-    stats["retries"] = len(retry_gaps)
-    stats["max_retry_gap"] = max(retry_gaps, default=0.0)
-    marks = ", ".join(f"{k[:-3]} +{v}s" for k, v in run.events.items() if k.endswith("_at"))
-    stats["worst_retries"] = [
-        f"{gap:.2f}s job {pk} state {state}, failed at +{(at - run.started_wall).total_seconds():.1f}s "
-        f"(disruptions: {marks})"
-        for gap, pk, state, at in sorted(retry_detail, key=lambda r: -r[0])[:2]
-    ] if run.started_wall else []
-
-    # 8. the harness's own bookkeeping
-    for name in ("flushall", "kill_supervisor", "pg_terminate", "redis_restart"):
-        if name not in run.events:
-            failures.append(f"disruption {name} did not happen")
-    if run.faults_fired != run.events.get("kill_before_claim", 0) or not run.faults_fired:
-        failures.append(f"{run.faults_fired} of {run.events.get('kill_before_claim', 0)} kills between dequeue "
-                        "and claim happened")
-    if len(run.kills) < 3:
-        failures.append(f"only {len(run.kills)} kills: the run was too short to test recovery")
-    if run.supervisor_restarts:
-        failures.append(f"{run.supervisor_restarts} supervisor(s) died and had to be restarted by the harness")
-    failures.extend(run.leftovers)
-    return failures, stats
+    return _Verifier(run).all()
 
 
 def _recovery_breakdown(seconds: float, pk: str, kill: Kill, lease_rows: list, redis_down: Any) -> str:
@@ -856,7 +902,7 @@ def _recovery_breakdown(seconds: float, pk: str, kill: Kill, lease_rows: list, r
     note = ""
     if redis_down and redis_down[0] <= kill.at + dt.timedelta(seconds=seconds) and redis_down[1] >= kill.at:
         note = " [Redis was down during this recovery]"
-    for job_id, at, old_owner, new_owner, old_expires, new_status in lease_rows:
+    for job_id, at, old_owner, new_owner, old_expires, _new_status in lease_rows:
         if str(job_id) != pk or at < kill.at:
             continue
         if old_owner and f":{kill.pid}:" in old_owner:

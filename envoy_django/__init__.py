@@ -2,32 +2,15 @@
 
 The public names are few and load lazily, so ``import envoy_django`` touches
 no model and works before Django is set up (the flow engine is pure Python).
+Every error is in ``envoy_django.exceptions``, all subclasses of ``EnvoyError``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from envoy_django.exceptions import (
-    EnvoyError,
-    EscalationAlreadyRepliedError,
-    EscalationError,
-    EscalationNotFoundError,
-    FlowDefinitionError,
-    FlowError,
-    HandlerError,
-    IdempotencyConflictError,
-    InvalidArgumentError,
-    JobNotFoundError,
-    JobStateError,
-    MissingExtraError,
-    NotReadyError,
-    PayloadError,
-    PayloadTooLargeError,
-    UnknownFlowError,
-    WaitInRunError,
-    WaitNotFoundError,
-)
+from envoy_django import exceptions
+from envoy_django.exceptions import EnvoyError
 from envoy_django.flow import Context, StateFlow
 from envoy_django.registry import register
 
@@ -39,26 +22,10 @@ if TYPE_CHECKING:
 __all__ = [
     "Context",
     "EnvoyError",
-    "EscalationAlreadyRepliedError",
-    "EscalationError",
-    "EscalationNotFoundError",
-    "FlowDefinitionError",
-    "FlowError",
-    "HandlerError",
-    "IdempotencyConflictError",
-    "InvalidArgumentError",
-    "JobNotFoundError",
-    "JobStateError",
-    "MissingExtraError",
-    "NotReadyError",
     "OpenAIProvider",
-    "PayloadError",
-    "PayloadTooLargeError",
     "StateFlow",
     "ToolAgent",
-    "UnknownFlowError",
-    "WaitInRunError",
-    "WaitNotFoundError",
+    "exceptions",
     "register",
     "scheduler",
 ]

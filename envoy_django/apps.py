@@ -8,7 +8,6 @@ class EnvoyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from envoy_django import checks, conf  # noqa: F401  (registers checks and the settings reset)
         from envoy_django.dispatch.rq_settings import use_json_serializer
 
         use_json_serializer()

@@ -123,7 +123,7 @@ class EscalationAlreadyRepliedError(EscalationError):
     """The escalation was already answered."""
 
 
-class PayloadTooLargeError(EnvoyError, ValueError):
+class PayloadTooLargeError(PayloadError, ValueError):
     """A payload is larger than ENVOY['MAX_PAYLOAD_BYTES']."""
 
 

@@ -6,6 +6,7 @@ PostgreSQL is the source of truth: a job can always be resumed from its row
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 from django.conf import settings
@@ -109,7 +110,7 @@ class Job(models.Model):
         return self.status in FINISHED_STATUSES
 
     @property
-    def duration(self):
+    def duration(self) -> dt.timedelta | None:
         if not self.started_at:
             return None
         return (self.finished_at or timezone.now()) - self.started_at
@@ -151,7 +152,7 @@ class Step(models.Model):
         return f"{self.state}.{self.phase} #{self.number}"
 
     @property
-    def duration(self):
+    def duration(self) -> dt.timedelta:
         return self.finished_at - self.started_at
 
 

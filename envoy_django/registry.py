@@ -17,10 +17,10 @@ from envoy_django.flow.values import find_invalid, short_repr
 if TYPE_CHECKING:
     from envoy_django.flow import StateFlow
 
-_flows: dict[str, "StateFlow"] = {}
+_flows: dict[str, StateFlow] = {}
 
 
-def register(name: str, flow: "StateFlow", *, replace: bool = False) -> "StateFlow":
+def register(name: str, flow: StateFlow, *, replace: bool = False) -> StateFlow:
     """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``."""
     from envoy_django.flow import StateFlow
 
@@ -42,7 +42,7 @@ def unregister(name: str) -> None:
     _flows.pop(name, None)
 
 
-def get_flow(name: str) -> "StateFlow":
+def get_flow(name: str) -> StateFlow:
     if not isinstance(name, str):
         raise UnknownFlowError(f"a flow name is a string, got {short_repr(name)}")
     try:
@@ -57,7 +57,7 @@ def get_flow(name: str) -> "StateFlow":
     raise UnknownFlowError(f"no flow is registered as {short_repr(name)}{hint} (registered: {known})")
 
 
-def registered() -> dict[str, "StateFlow"]:
+def registered() -> dict[str, StateFlow]:
     return dict(_flows)
 
 

@@ -19,6 +19,7 @@ import signal
 import threading
 import time
 from multiprocessing.connection import wait as wait_for_exit
+from multiprocessing.context import ForkProcess
 from typing import Any
 
 from django.db import close_old_connections, connections
@@ -32,7 +33,7 @@ except ImportError as exc:
     raise MissingExtraError("rq", "envoy_worker in 'rq' mode") from exc
 
 from envoy_django.conf import envoy_settings
-from envoy_django.dispatch.rq import message_problem
+from envoy_django.dispatch.rq_queue import message_problem
 from envoy_django.scheduler.executor import run_job
 from envoy_django.sweeper import sweep_once
 
@@ -77,7 +78,7 @@ class EnvoyWorker(SimpleWorker):
 
 
 def get_worker(queue_name: str | None = None, **kwargs: Any) -> EnvoyWorker:
-    from envoy_django.dispatch.rq import get_queue
+    from envoy_django.dispatch.rq_queue import get_queue
 
     queue = get_queue() if queue_name is None else _named_queue(queue_name)
     return EnvoyWorker([queue], connection=queue.connection, serializer=JSONSerializer, **kwargs)
@@ -111,7 +112,7 @@ class Supervisor:
         self.concurrency = concurrency
         self.queue_name = queue_name
         self.burst = burst
-        self.children: list[multiprocessing.Process] = []
+        self.children: list[ForkProcess] = []
         self.stopping = False
         self._context = multiprocessing.get_context("fork")
         self._started: dict[int, float] = {}  # slot -> when its process started
@@ -121,7 +122,7 @@ class Supervisor:
         self._scheduler_failing = False
         self._told_to_stop: set[int] = set()
 
-    def _spawn(self, slot: int) -> multiprocessing.Process:
+    def _spawn(self, slot: int) -> ForkProcess:
         connections.close_all()  # never share a database socket with a child
         process = self._context.Process(target=_child_main, args=(self.queue_name, self.burst), daemon=False)
         # The child must never run the supervisor's signal handler it inherits: a SIGTERM
@@ -156,7 +157,7 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self.stopping:
             for child in self.children:
-                if child.is_alive():
+                if child.is_alive() and child.pid:
                     os.kill(child.pid, signal.SIGKILL)
             raise SystemExit(1)
         self.stopping = True
@@ -166,7 +167,7 @@ class Supervisor:
     def _tell_children_to_stop(self) -> None:
         """SIGTERM each live worker once, including one started while the signal arrived."""
         for child in self.children:
-            if child.is_alive() and child.pid not in self._told_to_stop:
+            if child.is_alive() and child.pid and child.pid not in self._told_to_stop:
                 os.kill(child.pid, signal.SIGTERM)
                 self._told_to_stop.add(child.pid)
 
@@ -216,7 +217,7 @@ class Supervisor:
             if self._scheduler is None:
                 from rq.scheduler import RQScheduler
 
-                from envoy_django.dispatch.rq import get_queue
+                from envoy_django.dispatch.rq_queue import get_queue
 
                 queue = get_queue() if self.queue_name is None else _named_queue(self.queue_name)
                 self._scheduler = RQScheduler([queue], connection=queue.connection, serializer=JSONSerializer,

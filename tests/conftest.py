@@ -40,6 +40,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 @pytest.fixture
+def workers(redis_conn, transactional_db):
+    """Real ``envoy_worker`` supervisors on the test database; the test itself schedules in rq mode."""
+    from django.test import override_settings
+
+    from envoy_django.testing.processes import WorkerProcesses
+    from tests.support import ROOT, RQ_ENVOY, worker_env
+
+    handle = WorkerProcesses("tests.settings", cwd=ROOT, env=worker_env("rq"))
+    with override_settings(ENVOY=RQ_ENVOY):
+        try:
+            yield handle
+        finally:
+            handle.stop()
+
+
+@pytest.fixture
 def redis_conn():
     """The Envoy queue's Redis connection, emptied before and after the test."""
     import django_rq

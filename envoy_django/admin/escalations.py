@@ -9,7 +9,7 @@ resumes (or fails) the job.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -19,22 +19,29 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext as gettext_now
 from django.utils.translation import gettext_lazy as _
 
 from envoy_django import scheduler
 from envoy_django.admin import display
-from envoy_django.scheduler import assignees
 from envoy_django.admin.forms import EscalationReplyForm
 from envoy_django.admin.pagination import EstimatedCountMixin
 from envoy_django.exceptions import EnvoyError, EscalationAlreadyRepliedError
 from envoy_django.models import Escalation, EscalationStatus, Job
+from envoy_django.scheduler import assignees
 
-DECISIONS = {EscalationStatus.APPROVED: _("Approved"), EscalationStatus.REJECTED: _("Rejected")}
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.forms import ModelForm
+    from django_stubs_ext import StrOrPromise
+
+DECISIONS: dict[str, StrOrPromise] = {
+    EscalationStatus.APPROVED: _("Approved"), EscalationStatus.REJECTED: _("Rejected"),
+}
 
 
 class DefaultChoiceFilter(admin.SimpleListFilter):
@@ -65,7 +72,7 @@ class AssigneeFilter(DefaultChoiceFilter):
     parameter_name = "assigned"
     default = "mine"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, StrOrPromise]]:
         return [("mine", _("me or my groups")), ("all", _("everyone"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
@@ -82,7 +89,7 @@ class StatusFilter(DefaultChoiceFilter):
     default = EscalationStatus.PENDING.value
     REPLIED = "replied"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, StrOrPromise]]:
         return [
             (EscalationStatus.PENDING.value, _("pending")),
             (self.REPLIED, _("replied (approved or rejected)")),
@@ -237,17 +244,19 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
             if not may_reply:
                 raise PermissionDenied
             if escalation.status != EscalationStatus.PENDING:
-                messages.warning(request, f"{already_replied(escalation)} {gettext_now('Your reply was not recorded.')}")
+                not_recorded = gettext_now("Your reply was not recorded.")
+                messages.warning(request, f"{already_replied(escalation)} {not_recorded}")
                 return HttpResponseRedirect(self.reply_url(escalation))
             form = EscalationReplyForm(escalation.inputs, request.POST)
-            decision = request.POST.get("decision")
-            if form.is_valid() and decision not in DECISIONS:
+            decision = _decision(request.POST.get("decision", ""))
+            if form.is_valid() and decision is None:
                 form.add_error(None, gettext_now("Choose Approve or Reject."))
-            if form.is_valid():
+            if form.is_valid() and decision is not None:
                 form.check_decision(decision)
-            if form.is_valid():
+            if form.is_valid() and decision is not None:
                 try:
-                    scheduler.reply_to_escalation(escalation.pk, form.reply_values(), decision, user=request.user)
+                    scheduler.reply_to_escalation(escalation.pk, form.reply_values(), decision,
+                                                  user=cast("AbstractBaseUser", request.user))  # admin_view: logged in
                 except EscalationAlreadyRepliedError as exc:  # answered meanwhile, e.g. in another tab
                     messages.warning(request, f"{exc}. {gettext_now('Your reply was not recorded.')}")
                     return HttpResponseRedirect(self.reply_url(escalation))
@@ -272,7 +281,9 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
     def render_reply(self, request: HttpRequest, escalation: Escalation, form: EscalationReplyForm,
                      may_reply: bool) -> HttpResponse:
         pending = escalation.status == EscalationStatus.PENDING
-        admin_form = helpers.AdminForm(form, [(_("Your reply"), {"fields": list(form.fields)})], {})
+        # The stubs ask for a ModelForm; Django's helpers take any form, as UserAdmin's password page shows.
+        fieldsets = [(_("Your reply"), {"fields": list(form.fields)})]
+        admin_form = helpers.AdminForm(cast("ModelForm[Any]", form), fieldsets, {})
         context = {
             **self.admin_site.each_context(request),
             "title": _("Approve or reject"),
@@ -284,7 +295,7 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
             "change_url": display.change_url(self.admin_site.name, "escalation", escalation.pk),
             "adminform": admin_form,
             "form": form,
-            "errors": helpers.AdminErrorList(form, []),
+            "errors": helpers.AdminErrorList(cast("ModelForm[Any]", form), []),
             "show_form": pending and may_reply,
             "pending": pending,
             "may_reply": may_reply,
@@ -294,6 +305,15 @@ class EscalationAdmin(EstimatedCountMixin, admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self.reply_template, context)
+
+
+def _decision(value: str) -> Literal["approved", "rejected"] | None:
+    """The button pressed, if it is one of the two."""
+    if value == "approved":
+        return "approved"
+    if value == "rejected":
+        return "rejected"
+    return None
 
 
 def already_replied(escalation: Escalation) -> str:

@@ -7,7 +7,8 @@ message and the others still go through. Rows are never edited here.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -20,6 +21,9 @@ from django.utils.translation import gettext_lazy as _
 from envoy_django import scheduler
 from envoy_django.admin.forms import FailJobsForm
 from envoy_django.exceptions import EnvoyError
+
+if TYPE_CHECKING:
+    from envoy_django.admin.jobs import JobAdmin
 
 # One request handles at most this many jobs; "select all" over a million rows must not.
 ACTION_LIMIT = 500
@@ -62,8 +66,8 @@ def apply_to_each(modeladmin: admin.ModelAdmin, request: HttpRequest, ids: list[
     for error in errors[:ERRORS_SHOWN]:
         modeladmin.message_user(request, error, messages.ERROR)
     if len(errors) > ERRORS_SHOWN:
-        modeladmin.message_user(request, gettext("... and %(count)d more errors.") % {"count": len(errors) - ERRORS_SHOWN},
-                                messages.ERROR)
+        more = gettext("... and %(count)d more errors.") % {"count": len(errors) - ERRORS_SHOWN}
+        modeladmin.message_user(request, more, messages.ERROR)
 
 
 @admin.action(description=_("Cancel selected jobs (and their unfinished children)"), permissions=["operate"])
@@ -81,7 +85,7 @@ def retry_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: Que
 
 
 @admin.action(description=_("Fail selected jobs…"), permissions=["operate"])
-def fail_jobs(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+def fail_jobs(modeladmin: JobAdmin, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
     """Ask for a reason on an intermediate page, then fail each job with it."""
     ids = selected_ids(modeladmin, request, queryset)
     if ids is None:

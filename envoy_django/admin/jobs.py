@@ -7,7 +7,7 @@ Nothing here writes a job row: the page is read-only and the actions
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
@@ -29,6 +29,9 @@ from envoy_django.admin.pagination import EstimatedCountMixin
 from envoy_django.exceptions import UnknownFlowError
 from envoy_django.flow.svg import graph_to_svg
 from envoy_django.models import Escalation, Job, JobStatus, Step, Wait
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 # Columns the changelist shows; the checkpoint (context), payloads and
 # tracebacks can be large and are not loaded for a list of a hundred jobs.
@@ -167,11 +170,11 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
 
     # --- the job page -----------------------------------------------------------
 
-    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> list[tuple[str | None, dict]]:
+    def get_fieldsets(self, request: HttpRequest, obj: Job | None = None) -> list[tuple[StrOrPromise | None, Any]]:
         summary = list(self.summary_fields)
         if obj is not None:
             summary += [name for name, attr in self.optional_fields.items() if getattr(obj, attr)]
-        fieldsets: list[tuple[str | None, dict]] = [
+        fieldsets: list[tuple[StrOrPromise | None, Any]] = [
             (None, {"fields": summary}),
             (_("Input, output and data"), {"fields": self.payload_fields}),
         ]

@@ -78,9 +78,9 @@ class EstimatedCountMixin:
     """For a ModelAdmin whose table may hold millions of rows."""
 
     show_full_result_count = False
-    paginator = EstimatedCountPaginator
+    paginator: type[Paginator] = EstimatedCountPaginator
 
     def get_paginator(self, request: HttpRequest, queryset: QuerySet, per_page: int,
                       orphans: int = 0, allow_empty_first_page: bool = True) -> EstimatedCountPaginator:
-        return self.paginator(queryset, per_page, orphans, allow_empty_first_page,
-                              page_number=requested_page(request))
+        return EstimatedCountPaginator(queryset, per_page, orphans, allow_empty_first_page,
+                                       page_number=requested_page(request))

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
+from envoy_django.agents.tools import Tool, normalize_tools
 from envoy_django.exceptions import FlowDefinitionError, FlowError
 from envoy_django.flow import Context, StateFlow
-from envoy_django.agents.tools import Tool, normalize_tools
 from envoy_django.llm.base import LlmProvider
 
 PLAN = "Plan"

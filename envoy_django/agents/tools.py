@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 from envoy_django.exceptions import FlowDefinitionError
 
-ToolHandler = Callable[[dict[str, Any], Any], Any]
+# handler(args) or handler(args, ctx), def or async def: see _with_calling_convention.
+ToolHandler = Callable[..., Any]
 
 TOOL_KEYS = {"name", "description", "parameters", "handler", "requires_approval", "approver"}
 SHORT_TYPES = ("string", "number", "integer", "boolean", "object", "array")
@@ -132,8 +134,9 @@ def _normalize_tool(spec: Any, index: int, default_approver: str | None) -> Tool
 def _with_calling_convention(tool: Tool) -> Tool:
     """``tool`` knowing whether its handler takes ``(args)`` or ``(args, ctx)``, and whether it is async."""
     handler = tool.handler
-    target = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else getattr(handler, "__call__", handler)
-    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(target)
+    # A callable object is async when its __call__ is.
+    call = handler if inspect.isfunction(handler) or inspect.ismethod(handler) else type(handler).__call__
+    is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
     try:
         params = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):  # a builtin without a signature: hand it the arguments only
@@ -141,6 +144,8 @@ def _with_calling_convention(tool: Tool) -> Tool:
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     varargs = any(p.kind == p.VAR_POSITIONAL for p in params)
     if not varargs and not positional:
-        raise FlowDefinitionError(f"tool {tool.name!r}: handler must take the arguments: handler(args) or handler(args, ctx)")
+        raise FlowDefinitionError(
+            f"tool {tool.name!r}: handler must take the arguments: handler(args) or handler(args, ctx)"
+        )
     takes_context = varargs or len(positional) >= 2
     return replace(tool, takes_context=takes_context, is_async=is_async)

@@ -25,7 +25,7 @@ class Dispatcher(Protocol):
 
 def get_dispatcher() -> Dispatcher:
     if envoy_settings.EXECUTION == "rq":
-        from envoy_django.dispatch.rq import RQDispatcher
+        from envoy_django.dispatch.rq_queue import RQDispatcher
 
         return RQDispatcher()
     from envoy_django.dispatch.immediate import dispatcher

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from django.utils import timezone
 

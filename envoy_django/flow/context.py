@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 from envoy_django.exceptions import (
     EscalationError,
@@ -16,6 +17,7 @@ from envoy_django.exceptions import (
     PayloadError,
     WaitNotFoundError,
 )
+from envoy_django.flow.results import Phase, WaitResult
 from envoy_django.flow.values import copy_json as _copy_json
 from envoy_django.flow.values import find_invalid, short_repr
 
@@ -23,7 +25,7 @@ FORMAT_VERSION = 1
 PHASES = ("enter", "state", "exit", "route")
 DONE_VALUES = (None, "finished", "error", "cancelled", "max_steps")
 WAIT_TYPES = ("event", "spawn", "escalation")
-# Terminal statuses a wait can reach (see ARCHITECTURE.md, "Wait ids").
+# Terminal statuses a wait can reach (ctx.result(wait_id)["status"]).
 WAIT_STATUSES = ("resolved", "done", "failed", "cancelled", "approved", "rejected", "timeout")
 ESCALATION_INPUT_TYPES = ("select", "comment", "approve")
 ON_REJECT = ("fail", "continue")
@@ -56,7 +58,7 @@ class Context:
     flow keeps the caller's context untouched if a handler raises.
     """
 
-    __slots__ = ("_s", "last_phase")
+    __slots__ = ("_s",)
 
     def __init__(self, state: str, input: Any = None) -> None:
         self._s: dict[str, Any] = {
@@ -73,9 +75,6 @@ class Context:
             "progress": None,
             "notes": [],
         }
-        # (state, phase, step) of the handler phase the last flow.step() ran;
-        # not serialized: the scheduler reads it to label the history row.
-        self.last_phase: tuple[str, str, int] | None = None
 
     # --- reading and writing values ----------------------------------------
 
@@ -115,9 +114,9 @@ class Context:
     def state(self) -> str:
         return self._s["state"]
 
-    def phase(self) -> str:
+    def phase(self) -> Phase:
         """The phase the flow runs next: enter, state, exit or route."""
-        return self._s["phase"]
+        return cast(Phase, self._s["phase"])
 
     def step(self) -> int:
         return self._s["step"]
@@ -189,12 +188,15 @@ class Context:
             )
         ids = []
         for item in items:
+            params: dict[str, Any]
             if isinstance(item, str):
                 wait_id, kind, params = item, "event", {}
             elif isinstance(item, dict) and isinstance(item.get("id"), str):
                 wait_id, kind, params = item["id"], item.get("type", "event"), item.get("params") or {}
             else:
-                raise FlowError(f"{where}: each item must be an id string or a dict with an 'id', got {short_repr(item)}")
+                raise FlowError(
+                    f"{where}: each item must be an id string or a dict with an 'id', got {short_repr(item)}"
+                )
             if not wait_id or len(wait_id) > MAX_WAIT_ID:
                 raise FlowError(
                     f"{where}: a wait id must be a non-empty string of at most {MAX_WAIT_ID} characters, "
@@ -202,7 +204,8 @@ class Context:
                 )
             if kind != "event":
                 raise FlowError(
-                    f"{where}: wait {wait_id!r} has type {short_repr(kind)}; use ctx.spawn() or ctx.escalate() for those"
+                    f"{where}: wait {wait_id!r} has type {short_repr(kind)}; "
+                    "use ctx.spawn() or ctx.escalate() for those"
                 )
             self._add_wait(wait_id, "event", params, timeout)
             ids.append(wait_id)
@@ -255,13 +258,6 @@ class Context:
         """Every wait this flow raised, with type, params and status."""
         return _copy_json(list(self._s["waits"].values()))
 
-    def resolve(self, wait_id: str, status: str, value: Any = None, error: str | None = None) -> None:
-        """Record a wait's outcome; called by the scheduler, not by handlers."""
-        if status not in WAIT_STATUSES:
-            raise FlowError(f"wait {wait_id!r}: unknown status {short_repr(status)}")
-        wait = self._wait(wait_id)
-        wait.update(status=status, value=value, error=error)
-
     def _wait(self, wait_id: str) -> dict:
         try:
             return self._s["waits"][wait_id]
@@ -291,7 +287,12 @@ class Context:
         return _copy_json(self._s)
 
     @classmethod
-    def from_serialized(cls, data: dict[str, Any]) -> "Context":
+    def from_serialized(cls, data: dict[str, Any], results: Mapping[str, WaitResult] | None = None) -> Context:
+        """The context ``serialize()`` stored; ``results`` resolves waits that ended since (wait id -> result).
+
+        Only whoever runs the flow resolves waits, when it loads the context:
+        handlers read results (``ctx.result``), they never set them.
+        """
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             raise FlowError(f"not a serialized envoy context (version {FORMAT_VERSION}): {short_repr(data, 80)}")
         missing = {"state", "phase", "step", "input", "output", "data", "done", "error", "waits"} - data.keys()
@@ -301,13 +302,15 @@ class Context:
         ctx._s = _copy_json(data)
         ctx._s.setdefault("progress", None)
         ctx._s.setdefault("notes", [])
-        ctx.last_phase = None
+        for wait_id, result in (results or {}).items():
+            if result["status"] not in WAIT_STATUSES:
+                raise FlowError(f"wait {wait_id!r}: unknown status {short_repr(result['status'])}")
+            ctx._wait(wait_id).update(status=result["status"], value=result["value"], error=result["error"])
         return ctx
 
-    def copy(self) -> "Context":
+    def copy(self) -> Context:
         ctx = Context.__new__(Context)
         ctx._s = _copy_json(self._s)
-        ctx.last_phase = self.last_phase
         return ctx
 
     def __eq__(self, other: object) -> bool:

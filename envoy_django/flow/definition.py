@@ -8,17 +8,55 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Required, TypedDict
 
 from envoy_django.exceptions import FlowDefinitionError
 from envoy_django.flow.context import MAX_NAME
 
 Handler = Callable[..., Any]
 
-STATE_KEYS = {"name", "on_state", "on_enter", "on_exit", "router"}
-ROUTER_KEYS = {"next", "map", "routes", "on_route"}
-PLUGIN_KEYS = {"name", "depends_on", "on_enter", "on_exit", "on_route"}
+
+
+# What a user writes, as TypedDicts: a type checker catches a typo such as
+# ``on_stat`` or a camelCase ``onEnter`` in a dict literal; at run time the
+# same keys are checked below, with a hint.
+
+
+class RouteSpec(TypedDict, total=False):
+    description: str
+    map: Handler
+
+
+class RouterSpec(TypedDict, total=False):
+    """``{"next": name or None, "map": fn}`` (static) or ``{"routes": {...}, "on_route": fn}`` (dynamic)."""
+
+    next: str | None
+    map: Handler
+    routes: dict[str, RouteSpec | Handler | str | None]
+    on_route: Handler
+
+
+class StateSpec(TypedDict, total=False):
+    name: Required[str]
+    on_state: Required[Handler]
+    on_enter: Handler | None
+    on_exit: Handler | None
+    router: RouterSpec | Router | None
+
+
+class PluginSpec(TypedDict, total=False):
+    name: Required[str]
+    depends_on: list[str] | tuple[str, ...] | str
+    on_enter: Handler | None
+    on_exit: Handler | None
+    on_route: Handler | None
+
+
+STATE_KEYS = set(StateSpec.__annotations__)
+ROUTER_KEYS = set(RouterSpec.__annotations__)
+PLUGIN_KEYS = set(PluginSpec.__annotations__)
 
 
 @dataclass(frozen=True)
@@ -46,11 +84,24 @@ class Router:
 
 @dataclass(frozen=True)
 class State:
+    """A state as a user may write it: the router as a ``Router``, a dict, or None (the next state)."""
+
     name: str
     on_state: Handler
     on_enter: Handler | None = None
     on_exit: Handler | None = None
-    router: Router | dict | None = None
+    router: Router | dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StateDef:
+    """A state as the engine holds it, checked: its router is always a ``Router``."""
+
+    name: str
+    on_state: Handler
+    on_enter: Handler | None
+    on_exit: Handler | None
+    router: Router
 
 
 @dataclass(frozen=True)
@@ -87,7 +138,7 @@ def _as_mapper(fn: Handler | None, what: str) -> Handler | None:
     return fn
 
 
-def normalize_state(spec: State | dict, index: int) -> State:
+def normalize_state(spec: State | StateSpec | dict[str, Any], index: int) -> StateDef:
     if isinstance(spec, State):
         spec = {"name": spec.name, "on_state": spec.on_state, "on_enter": spec.on_enter,
                 "on_exit": spec.on_exit, "router": spec.router}
@@ -95,20 +146,22 @@ def normalize_state(spec: State | dict, index: int) -> State:
         raise FlowDefinitionError(f"state {index} must be a dict or State, got {type(spec).__name__}")
     name = spec.get("name")
     if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-        raise FlowDefinitionError(f"state {index} needs a 'name': a non-empty string of at most {MAX_NAME} characters")
+        raise FlowDefinitionError(
+            f"state {index} needs a 'name': a non-empty string of at most {MAX_NAME} characters")
     _refuse_unknown_keys(spec, STATE_KEYS, f"state {name!r}")
-    if spec.get("on_state") is None:
+    on_state = _callable(spec.get("on_state"), f"on_state of state {name!r}")
+    if on_state is None:
         raise FlowDefinitionError(f"state {name!r} has no on_state handler")
-    return State(
+    return StateDef(
         name=name,
-        on_state=_callable(spec["on_state"], f"on_state of state {name!r}"),
+        on_state=on_state,
         on_enter=_callable(spec.get("on_enter"), f"on_enter of state {name!r}"),
         on_exit=_callable(spec.get("on_exit"), f"on_exit of state {name!r}"),
         router=normalize_router(spec.get("router"), name),
     )
 
 
-def _refuse_unknown_keys(spec: dict, allowed: set[str], where: str) -> None:
+def _refuse_unknown_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
     """Refuse a key the engine would ignore; point a camelCase key from the original at its snake_case name."""
     for key in spec:
         if key in allowed:
@@ -118,7 +171,7 @@ def _refuse_unknown_keys(spec: dict, allowed: set[str], where: str) -> None:
         raise FlowDefinitionError(f"{where} has unknown key {key!r}{hint}")
 
 
-def normalize_router(spec: Router | dict | None, state: str) -> Router:
+def normalize_router(spec: Router | RouterSpec | dict[str, Any] | None, state: str) -> Router:
     if spec is None:
         return Router(kind="default")
     if isinstance(spec, Router):
@@ -169,7 +222,7 @@ def normalize_router(spec: Router | dict | None, state: str) -> Router:
     return Router(kind="dynamic", routes=routes, on_route=on_route)
 
 
-def normalize_plugin(spec: Any, index: int) -> Plugin:
+def normalize_plugin(spec: Plugin | PluginSpec | dict[str, Any] | Any, index: int) -> Plugin:
     get = spec.get if isinstance(spec, dict) else lambda key, default=None: getattr(spec, key, default)
     name = get("name")
     if not isinstance(name, str) or not name:
@@ -179,6 +232,8 @@ def normalize_plugin(spec: Any, index: int) -> Plugin:
     depends = get("depends_on") or ()
     if isinstance(depends, str):
         depends = (depends,)
+    if not isinstance(depends, (list, tuple)) or not all(isinstance(dep, str) for dep in depends):
+        raise FlowDefinitionError(f"plugin {name!r}: depends_on must be plugin names, got {depends!r}")
     return Plugin(
         name=name,
         depends_on=tuple(depends),

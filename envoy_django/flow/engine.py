@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generator, Iterable
+from typing import Any
 
 from envoy_django.exceptions import (
     EnvoyError,
@@ -24,12 +25,16 @@ from envoy_django.flow.context import Context, ensure_json
 from envoy_django.flow.definition import (
     Handler,
     Plugin,
+    PluginSpec,
     State,
+    StateDef,
+    StateSpec,
     normalize_plugin,
     normalize_state,
     order_plugins,
 )
 from envoy_django.flow.graph import flow_graph, graph_to_mermaid
+from envoy_django.flow.results import Phase, StepResult, new_wait
 
 _NEXT_PHASE = {"enter": "state", "state": "exit", "exit": "route"}
 
@@ -50,7 +55,8 @@ class _Call:
         return "route"  # on_route, a plugin's on_route, a route's map
 
 
-_Stepper = Generator[_Call, Any, Context]
+_Stepper = Generator[_Call, Any, StepResult]
+_PhaseRun = Generator[_Call, Any, Context]
 
 
 class StateFlow:
@@ -63,16 +69,16 @@ class StateFlow:
 
     def __init__(
         self,
-        states: Iterable[State | dict],
+        states: Iterable[State | StateSpec],
         *,
         start_state: str | None = None,
-        plugins: Iterable[Any] = (),
+        plugins: Iterable[Plugin | PluginSpec] = (),
         max_steps: int = 25,
     ) -> None:
         state_list = [normalize_state(spec, index) for index, spec in enumerate(states)]
         if not state_list:
             raise FlowDefinitionError("a flow needs at least one state")
-        self.states: dict[str, State] = {}
+        self.states: dict[str, StateDef] = {}
         for state in state_list:
             if state.name in self.states:
                 raise FlowDefinitionError(f"two states are named {state.name!r}")
@@ -104,10 +110,17 @@ class StateFlow:
         return Context(self.start_state, input)
 
     def step(self, ctx: Context) -> Context:
-        """Run the next phase that has work (and the empty ones around it)."""
-        return _drive_sync(self._step(ctx))
+        """Run the next phase that has work (and the empty ones around it); the context to go on with."""
+        return self.advance(ctx).context
 
     async def astep(self, ctx: Context) -> Context:
+        return (await self.aadvance(ctx)).context
+
+    def advance(self, ctx: Context) -> StepResult:
+        """``step()``, saying where the work ran and which waits it raised: what a durable runner records."""
+        return _drive_sync(self._step(ctx))
+
+    async def aadvance(self, ctx: Context) -> StepResult:
         return await _drive_async(self._step(ctx))
 
     def run(self, input: Any = None) -> Context:
@@ -135,7 +148,7 @@ class StateFlow:
 
     # --- the stepping logic ------------------------------------------------
 
-    def _is_empty(self, state: State, phase: str) -> bool:
+    def _is_empty(self, state: StateDef, phase: str) -> bool:
         """A phase with no handler to run costs nothing and needs no checkpoint."""
         if phase == "enter":
             return state.on_enter is None and not any(p.on_enter for p in self.plugins)
@@ -152,9 +165,10 @@ class StateFlow:
             raise FlowError(f"state {ctx.state()!r} still waits for {', '.join(ctx.waiting())}")
         if ctx.state() not in self.states:
             raise FlowError(f"the context is in state {ctx.state()!r}, which this flow does not have")
+        before = ctx
         ctx = ctx.copy()
         ctx._s["notes"] = []
-        worked: tuple[str, str, int] | None = None
+        worked: tuple[str, Phase, int] | None = None
         while True:
             state = self.states[ctx.state()]
             phase = ctx.phase()
@@ -166,8 +180,9 @@ class StateFlow:
             ctx = yield from self._run_phase(ctx, state, phase)
             if ctx.done() or ctx.waiting():
                 break
-        ctx.last_phase = worked or (state.name, phase, ctx.step())
-        return ctx
+        where = worked or (state.name, phase, ctx.step())
+        raised = [w for w in ctx._s["waits"].values() if w["status"] == "pending" and w["id"] not in before.waiting()]
+        return StepResult(ctx, *where, new_waits=tuple(new_wait(spec) for spec in raised))
 
     @staticmethod
     def _invoke(call: _Call) -> Generator[_Call, Any, Any]:
@@ -187,7 +202,7 @@ class StateFlow:
                 step=ctx.step() if ctx else None, input=ctx.input() if ctx else None,
             ) from exc
 
-    def _call(self, ctx: Context, fn: Handler, args: tuple, state: str, handler: str) -> _Stepper:
+    def _call(self, ctx: Context, fn: Handler, args: tuple, state: str, handler: str) -> _PhaseRun:
         """Run a handler and check that it handed back a context."""
         result = yield from self._invoke(_Call(fn, args, state, handler))
         if handler.startswith("plugin ") and result is None:
@@ -207,12 +222,13 @@ class StateFlow:
         ensure_json(ctx._s["notes"], "notes", where)
         return ctx
 
-    def _run_phase(self, ctx: Context, state: State, phase: str) -> _Stepper:
+    def _run_phase(self, ctx: Context, state: StateDef, phase: str) -> _PhaseRun:
         name = state.name
         if phase == "enter":
             for plugin in self.plugins:
                 if plugin.on_enter:
-                    ctx = yield from self._call(ctx, plugin.on_enter, (ctx, name), name, f"plugin {plugin.name!r} on_enter")
+                    ctx = yield from self._call(
+                        ctx, plugin.on_enter, (ctx, name), name, f"plugin {plugin.name!r} on_enter")
             if state.on_enter:
                 ctx = yield from self._call(ctx, state.on_enter, (ctx,), name, "on_enter")
         elif phase == "state":
@@ -222,7 +238,8 @@ class StateFlow:
                 ctx = yield from self._call(ctx, state.on_exit, (ctx,), name, "on_exit")
             for plugin in self.plugins:
                 if plugin.on_exit:
-                    ctx = yield from self._call(ctx, plugin.on_exit, (ctx, name), name, f"plugin {plugin.name!r} on_exit")
+                    ctx = yield from self._call(
+                        ctx, plugin.on_exit, (ctx, name), name, f"plugin {plugin.name!r} on_exit")
         else:
             return (yield from self._route(ctx, state))
         self._checked(ctx, name, phase if phase != "state" else "on_state")
@@ -232,13 +249,13 @@ class StateFlow:
             ctx._s["phase"] = _NEXT_PHASE[phase]
         return ctx
 
-    def _route(self, ctx: Context, state: State) -> _Stepper:
+    def _route(self, ctx: Context, state: StateDef) -> _PhaseRun:
         name = state.name
         router = state.router
         mapper = None
         if router.kind == "static":
             target, mapper = router.next, router.map
-        elif router.kind == "default":
+        elif router.on_route is None:  # the default router: the next state in list order
             index = self._order.index(name)
             target = self._order[index + 1] if index + 1 < len(self._order) else None
         else:
@@ -293,7 +310,7 @@ class StateFlow:
         return graph_to_mermaid(self.graph())
 
 
-def _drive_sync(gen: _Stepper) -> Context:
+def _drive_sync(gen: _Stepper) -> StepResult:
     try:
         call = gen.send(None)
         while True:
@@ -309,7 +326,7 @@ def _drive_sync(gen: _Stepper) -> Context:
         return stop.value
 
 
-async def _drive_async(gen: _Stepper) -> Context:
+async def _drive_async(gen: _Stepper) -> StepResult:
     try:
         call = gen.send(None)
         while True:

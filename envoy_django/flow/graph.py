@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 _PLAIN_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def flow_graph(flow: "StateFlow") -> dict[str, Any]:
+def flow_graph(flow: StateFlow) -> dict[str, Any]:
     """``{"start", "states": [{"name", "handlers"}], "edges": [{"source", "target", "dynamic", "description"}]}``.
 
     An edge whose ``target`` is None ends the flow. Dynamic routers may also

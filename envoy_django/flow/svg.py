@@ -13,8 +13,10 @@ import html
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from functools import partial
+from typing import Any
 
 SVG_NS = "http://www.w3.org/2000/svg"
 
@@ -133,7 +135,7 @@ def _place(nodes: dict[Key, _Node], preds: dict[Key, list[Key]]) -> dict[int, li
     for key in sorted(nodes, key=lambda k: (nodes[k].row, nodes[k].order, k)):
         rows.setdefault(nodes[key].row, []).append(key)
     for row, keys in sorted(rows.items()):
-        def rank(key: Key) -> tuple[int, float, int]:
+        def rank(key: Key, row: int = row) -> tuple[int, float, int]:
             xs = [nodes[p].x for p in preds.get(key, []) if nodes[p].row < row]
             return (0, sum(xs) / len(xs), nodes[key].order) if xs else (1, 0.0, nodes[key].order)
         keys.sort(key=rank)
@@ -153,6 +155,21 @@ def _arrow(tip: Point, towards: Point) -> str:
     return " ".join(f"{_num(x)},{_num(y)}" for x, y in pts)
 
 
+Link = tuple[Key, Key, dict[str, Any] | None]  # None marks the start arrow
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class _Layout:
+    """Where everything goes: the nodes by key, the links between them, the keys of each layer."""
+
+    names: list[str]
+    start: str | None
+    nodes: dict[Key, _Node]
+    links: list[Link]
+    rows: dict[int, list[Key]]
+
+
 def graph_to_svg(
     graph: dict[str, Any],
     *,
@@ -166,6 +183,24 @@ def graph_to_svg(
     ``failed`` red. Every name and description is XML-escaped, since flows may
     be named by anyone who can define one.
     """
+    layout = _lay_out(graph)
+    boxes: list[Box] = [(n.x - n.w / 2, n.y - n.h / 2, n.x + n.w / 2, n.y + n.h / 2) for n in layout.nodes.values()]
+    start_arrow, edges = _draw_links(layout, boxes)
+    states = _draw_nodes(layout, {str(v) for v in visited}, current, failed)
+    x0 = min((b[0] for b in boxes), default=0.0) - _PAD
+    y0 = min((b[1] for b in boxes), default=0.0) - _PAD
+    width = math.ceil(max((b[2] for b in boxes), default=0.0) + _PAD - x0)
+    height = math.ceil(max((b[3] for b in boxes), default=0.0) + _PAD - y0)
+    start = layout.start
+    summary = f"Flow graph: {len(layout.names)} states" + (f", starting at {start}" if start is not None else "")
+    return (f'<svg xmlns="{SVG_NS}" class="envoy-flow" role="img" aria-label="{_esc(summary)}" '
+            f'width="{width}" height="{height}" viewBox="{_num(x0)} {_num(y0)} {width} {height}">'
+            f"<title>{_esc(summary)}</title><style>{_STYLE}</style>"
+            + "".join(edges) + "".join(start_arrow + states) + "</svg>")
+
+
+def _lay_out(graph: dict[str, Any]) -> _Layout:
+    """Nodes for the start, each state and each end; layers by longest path; each layer ordered and centred."""
     names = [str(s["name"]) for s in graph.get("states", [])]
     edges = list(graph.get("edges", []))
     for edge in edges:  # a hand-made graph may name states it does not list
@@ -180,7 +215,7 @@ def graph_to_svg(
     layer = _layers(names, start, succ)
 
     nodes: dict[Key, _Node] = {}
-    links: list[tuple[Key, Key, dict[str, Any] | None]] = []  # None marks the start arrow
+    links: list[Link] = []
     if start is not None:
         nodes[("start", "")] = _Node("start", 0, -1, 14.0, 14.0)
         links.append((("start", ""), ("state", start), None))
@@ -196,14 +231,19 @@ def graph_to_svg(
             links.append((("state", source), ("state", str(edge["target"])), edge))
     preds: dict[Key, list[Key]] = {}
     loops: dict[Key, int] = {}
-    for src, dst, edge in links:
+    for src, dst, link_edge in links:
         preds.setdefault(dst, []).append(src)
-        if src == dst and edge is not None:  # the k-th self-loop reaches 0.75 * (30 + 8k) out
+        if src == dst and link_edge is not None:  # the k-th self-loop reaches 0.75 * (30 + 8k) out
             loops[src] = loops.get(src, 0) + 1
-            label = _clip(str(edge.get("description") or ""), 32)
+            label = _clip(str(link_edge.get("description") or ""), 32)
             need = 0.75 * (30 + 8 * loops[src]) + 6 + (_text_width(label, 11) + 5 if label else 0)
             nodes[src].room = max(nodes[src].room, need)
-    rows = _place(nodes, preds)
+    return _Layout(names, start, nodes, links, _place(nodes, preds))
+
+
+def _link_kinds(layout: _Layout) -> list[str]:
+    """How each link is drawn: ``self`` (a loop), ``same`` (within a layer), ``down``, or ``side`` (in a lane)."""
+    nodes, rows = layout.nodes, layout.rows
 
     def blocked(src: _Node, dst: _Node) -> bool:
         """A forward edge skipping layers would cut through a node: send it round the side."""
@@ -212,27 +252,37 @@ def graph_to_svg(
                    for r in range(src.row + 1, dst.row) for n in (nodes[k] for k in rows[r]))
 
     kinds = []
-    for i, (s, d, _) in enumerate(links):
+    for s, d, _ in layout.links:
         src, dst = nodes[s], nodes[d]
         kinds.append("self" if s == d else "same" if src.row == dst.row else
                      "down" if dst.row > src.row and not blocked(src, dst) else "side")
+    return kinds
+
+
+def _draw_links(layout: _Layout, boxes: list[Box]) -> tuple[list[str], list[str]]:
+    """(the start arrow, the edges) as SVG; each edge's and label's box is added to ``boxes``."""
+    nodes, links, rows = layout.nodes, layout.links, layout.rows
+    kinds = _link_kinds(layout)
     ports_out: dict[Key, list[int]] = {}
     ports_in: dict[Key, list[int]] = {}
     for i in (i for i, kind in enumerate(kinds) if kind == "down"):
         ports_out.setdefault(links[i][0], []).append(i)
         ports_in.setdefault(links[i][1], []).append(i)
-    for group, other in ((ports_out, 1), (ports_in, 0)):  # fan ports out left to right
+    def far_x(i: int, outgoing: bool) -> tuple[float, int]:
+        src, dst, _ = links[i]
+        return (nodes[dst if outgoing else src].x, i)
+
+    for group, outgoing in ((ports_out, True), (ports_in, False)):  # fan ports out left to right
         for ids in group.values():
-            ids.sort(key=lambda i: (nodes[links[i][other]].x, i))
+            ids.sort(key=partial(far_x, outgoing=outgoing))
 
     def port(key: Key, group: dict[Key, list[int]], i: int) -> float:
         n, ids = nodes[key], group[key]
         return n.x - n.w / 2 + n.w * (ids.index(i) + 1) / (len(ids) + 1)
 
-    boxes = [(n.x - n.w / 2, n.y - n.h / 2, n.x + n.w / 2, n.y + n.h / 2) for n in nodes.values()]
     counters: dict[Any, int] = {"same": 0}
     lanes: dict[str, list[tuple[int, int, int]]] = {"left": [], "right": []}
-    body: list[str] = []
+    start_arrow: list[str] = []
     edge_parts: list[str] = []
     for i, (s, d, edge) in enumerate(links):
         src, dst = nodes[s], nodes[d]
@@ -278,41 +328,50 @@ def graph_to_svg(
                 + (' stroke-dasharray="5 4"' if edge and edge.get("dynamic") else "") + "/>"
                 f'<polygon class="envoy-arrow" points="{_arrow(p3, c2)}"/>')
         if edge is None:
-            body.append(f'<g class="envoy-start"><title>start</title>'
-                        f'<circle cx="{_num(src.x)}" cy="{_num(src.y)}" r="7"/>{path}</g>')
+            start_arrow.append(f'<g class="envoy-start"><title>start</title>'
+                               f'<circle cx="{_num(src.x)}" cy="{_num(src.y)}" r="7"/>{path}</g>')
             continue
-        classes = ["envoy-edge"]
-        classes += ["envoy-edge--dynamic"] if edge.get("dynamic") else []
-        classes += ["envoy-edge--end"] if edge["target"] is None else []
-        classes += ["envoy-edge--loop"] if kind == "self" or dst.row < src.row else []
-        target = "end" if edge["target"] is None else str(edge["target"])
-        description = str(edge.get("description") or "")
-        title = f"{edge['source']} \u2192 {target}" + (" (dynamic)" if edge.get("dynamic") else "")
-        title += f": {description}" if description else ""
-        label = ""
-        if description:
-            text = _clip(description, 32)
-            width = _text_width(text, 11)
-            dx, share = {"start": (5.0, 0.0), "end": (-5.0, 1.0), "middle": (0.0, 0.5)}[anchor]
-            lx = mid[0] + dx
-            x0 = lx - width * share
-            boxes.append((x0, mid[1] - 8, x0 + width, mid[1] + 8))
-            label = (f'<text class="envoy-edge-label" x="{_num(lx)}" y="{_num(mid[1])}" dy=".35em" '
-                     f'text-anchor="{anchor}">{_esc(text)}</text>')
-        data = f' data-source="{_esc(edge["source"])}"'
-        data += "" if edge["target"] is None else f' data-target="{_esc(edge["target"])}"'
-        edge_parts.append(f'<g class="{" ".join(classes)}"{data}><title>{_esc(title)}</title>'
-                          f"{path}{label}</g>")
+        loop = kind == "self" or dst.row < src.row
+        edge_parts.append(_edge_group(edge, path, mid, anchor, loop, boxes))
+    return start_arrow, edge_parts
 
-    visited_set = {str(v) for v in visited}
-    for key, n in nodes.items():
+
+def _edge_group(edge: dict[str, Any], path: str, mid: Point, anchor: str, loop: bool, boxes: list[Box]) -> str:
+    """One edge's ``<g>``: its path, its title and its label (whose box is added to ``boxes``)."""
+    classes = ["envoy-edge"]
+    classes += ["envoy-edge--dynamic"] if edge.get("dynamic") else []
+    classes += ["envoy-edge--end"] if edge["target"] is None else []
+    classes += ["envoy-edge--loop"] if loop else []
+    target = "end" if edge["target"] is None else str(edge["target"])
+    description = str(edge.get("description") or "")
+    title = f"{edge['source']} \u2192 {target}" + (" (dynamic)" if edge.get("dynamic") else "")
+    title += f": {description}" if description else ""
+    label = ""
+    if description:
+        text = _clip(description, 32)
+        width = _text_width(text, 11)
+        dx, share = {"start": (5.0, 0.0), "end": (-5.0, 1.0), "middle": (0.0, 0.5)}[anchor]
+        lx = mid[0] + dx
+        x0 = lx - width * share
+        boxes.append((x0, mid[1] - 8, x0 + width, mid[1] + 8))
+        label = (f'<text class="envoy-edge-label" x="{_num(lx)}" y="{_num(mid[1])}" dy=".35em" '
+                 f'text-anchor="{anchor}">{_esc(text)}</text>')
+    data = f' data-source="{_esc(edge["source"])}"'
+    data += "" if edge["target"] is None else f' data-target="{_esc(edge["target"])}"'
+    return f'<g class="{" ".join(classes)}"{data}><title>{_esc(title)}</title>{path}{label}</g>'
+
+
+def _draw_nodes(layout: _Layout, visited: set[str], current: str | None, failed: str | None) -> list[str]:
+    """The end markers and the states, marked visited, current or failed."""
+    body = []
+    for key, n in layout.nodes.items():
         if n.kind == "end":
             body.append(f'<g class="envoy-end"><title>end</title>'
                         f'<circle class="envoy-end-ring" cx="{_num(n.x)}" cy="{_num(n.y)}" r="9"/>'
                         f'<circle class="envoy-end-dot" cx="{_num(n.x)}" cy="{_num(n.y)}" r="5"/></g>')
         elif n.kind == "state":
             name = key[1]
-            marks = [m for m, on in (("visited", name in visited_set), ("current", name == current),
+            marks = [m for m, on in (("visited", name in visited), ("current", name == current),
                                      ("failed", name == failed)) if on]
             classes = " ".join(["envoy-state"] + [f"envoy-state--{m}" for m in marks])
             title = name + (f" ({', '.join(marks)})" if marks else "")
@@ -321,13 +380,4 @@ def graph_to_svg(
                         f'height="{_num(n.h)}" rx="6"/>'
                         f'<text x="{_num(n.x)}" y="{_num(n.y)}" dy=".35em" text-anchor="middle">'
                         f"{_esc(_clip(name, _MAX_LABEL))}</text></g>")
-
-    x0 = min((b[0] for b in boxes), default=0.0) - _PAD
-    y0 = min((b[1] for b in boxes), default=0.0) - _PAD
-    width = math.ceil(max((b[2] for b in boxes), default=0.0) + _PAD - x0)
-    height = math.ceil(max((b[3] for b in boxes), default=0.0) + _PAD - y0)
-    summary = f"Flow graph: {len(names)} states" + (f", starting at {start}" if start is not None else "")
-    return (f'<svg xmlns="{SVG_NS}" class="envoy-flow" role="img" aria-label="{_esc(summary)}" '
-            f'width="{width}" height="{height}" viewBox="{_num(x0)} {_num(y0)} {width} {height}">'
-            f"<title>{_esc(summary)}</title><style>{_STYLE}</style>"
-            + "".join(edge_parts) + "".join(body) + "</svg>")
+    return body

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any
+from typing import Any, cast
 
 from envoy_django.exceptions import MissingExtraError
 
@@ -17,6 +17,8 @@ try:
     import openai
 except ImportError as exc:
     raise MissingExtraError("openai", "OpenAIProvider") from exc
+
+from openai.types.chat import ChatCompletionMessageParam  # noqa: E402  (after the extra's check)
 
 from envoy_django.llm.base import LlmError, LlmPermanentError, LlmResponse, LlmRetryableError
 
@@ -93,7 +95,10 @@ class OpenAIProvider:
         if tools:
             params["tools"] = [_function_tool(tool) for tool in tools]
         try:
-            completion = self.client.chat.completions.create(model=model, messages=messages, **params)
+            # Messages are plain dicts in the Chat Completions shape (they are checkpointed as JSON).
+            completion = self.client.chat.completions.create(
+                model=model, messages=cast(list[ChatCompletionMessageParam], messages), **params
+            )
         except openai.OpenAIError as exc:
             raise translate_error(exc, model) from exc
         if not completion.choices:
@@ -125,7 +130,7 @@ class OpenAIProvider:
                 self._client.close()
                 self._client = None
 
-    def __enter__(self) -> "OpenAIProvider":
+    def __enter__(self) -> OpenAIProvider:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -140,7 +145,8 @@ def _function_tool(tool: dict[str, Any]) -> dict[str, Any]:
     """Wrap a neutral ``{"name", "description", "parameters"}`` tool; pass OpenAI-shaped ones through."""
     if "type" in tool:
         return tool
-    function: dict[str, Any] = {"name": tool["name"], "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+    parameters = tool.get("parameters") or {"type": "object", "properties": {}}
+    function: dict[str, Any] = {"name": tool["name"], "parameters": parameters}
     if tool.get("description"):
         function["description"] = tool["description"]
     return {"type": "function", "function": function}
@@ -149,13 +155,14 @@ def _function_tool(tool: dict[str, Any]) -> dict[str, Any]:
 def _decode_call(call_id: str, name: str, arguments: str | None) -> dict[str, Any]:
     """Arguments are JSON text written by the model, so they may be broken; say so instead of raising."""
     call: dict[str, Any] = {"id": call_id, "name": name, "arguments": {}}
+    text = arguments or ""
     try:
-        decoded = json.loads(arguments) if arguments else {}
+        decoded = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
-        call["error"] = f"arguments are not valid JSON ({exc}): {arguments[:200]!r}"
+        call["error"] = f"arguments are not valid JSON ({exc}): {text[:200]!r}"
         return call
     if not isinstance(decoded, dict):
-        call["error"] = f"arguments must be a JSON object, got {arguments[:200]!r}"
+        call["error"] = f"arguments must be a JSON object, got {text[:200]!r}"
         return call
     call["arguments"] = decoded
     return call

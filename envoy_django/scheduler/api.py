@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from django.db import IntegrityError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 from envoy_django import signals
@@ -41,6 +45,10 @@ from envoy_django.payloads import check_name, check_payload
 from envoy_django.registry import get_flow
 from envoy_django.scheduler import aftercommit, assignees, transitions, waits
 from envoy_django.scheduler.replies import check_approval, clean_reply
+
+JobId = uuid.UUID | str  # a job's (or an escalation's) id, as a UUID or its text
+ReplyStatus = Literal["approved", "rejected"]
+Replier = Union["AbstractBaseUser", str, None]  # a saved user, a username, or nobody in particular
 
 
 def schedule(
@@ -97,7 +105,7 @@ def _same_key(key: str, name: str, input: Any) -> str | None:
     return str(job_id)
 
 
-def get_job(job_id: Any) -> Job:
+def get_job(job_id: JobId) -> Job:
     """The Job row (``.status``, ``.output``, ``.error``, ...)."""
     pk = _uuid(job_id, "job")
     job = Job.objects.filter(pk=pk).first()
@@ -106,14 +114,14 @@ def get_job(job_id: Any) -> Job:
     return job
 
 
-def cancel_job(job_id: Any) -> None:
+def cancel_job(job_id: JobId) -> None:
     """Cancel the job and every unfinished job below it."""
     with aftercommit.atomic():
         job = _lock_unfinished(job_id, "cancel")
         transitions.finish(job, JobStatus.CANCELLED, error="cancelled")
 
 
-def fail_job(job_id: Any, reason: str) -> None:
+def fail_job(job_id: JobId, reason: str) -> None:
     """Fail the job with ``reason``; its unfinished descendants are cancelled."""
     with aftercommit.atomic():
         job = _lock_unfinished(job_id, "fail")
@@ -121,7 +129,7 @@ def fail_job(job_id: Any, reason: str) -> None:
                            error_type="FailedByOperator")
 
 
-def retry_job(job_id: Any) -> None:
+def retry_job(job_id: JobId) -> None:
     """Re-queue a failed job from its last checkpoint, with a fresh retry budget."""
     pk = _uuid(job_id, "job")
     with aftercommit.atomic():
@@ -138,7 +146,7 @@ def retry_job(job_id: Any) -> None:
         transitions.retry_failed(job)
 
 
-def resolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
+def resolve_blocking_job(job_id: JobId, wait_id: str, value: Any = None) -> None:
     """Resolve an outside-event wait (``ctx.wait_for``); the job resumes when none remain."""
     pk = _uuid(job_id, "job")
     if (
@@ -172,7 +180,9 @@ def _check_event_wait(job_id: uuid.UUID, wait_id: str, kind: str, status: str) -
         raise JobStateError(f"wait {wait_id!r} of job {job_id} is already {status}")
 
 
-def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *, user: Any = None) -> None:
+def reply_to_escalation(
+    escalation_id: JobId, values: Mapping[str, Any] | None, status: ReplyStatus, *, user: Replier = None
+) -> None:
     """Approve or reject an escalation with values for its inputs.
 
     ``user`` is a saved Django user, a username, or None. A rejection fails
@@ -194,6 +204,8 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
         raise _already_replied(pk, current, replied_by)
     with aftercommit.atomic():
         job = transitions.lock_family(job_id)
+        if job is None:  # deleted since the look above
+            raise EscalationNotFoundError(f"no escalation {pk}")
         escalation = Escalation.objects.select_for_update().get(pk=pk)
         if escalation.status != EscalationStatus.PENDING:
             raise _already_replied(pk, escalation.status, escalation.replied_by_username)
@@ -204,11 +216,13 @@ def reply_to_escalation(escalation_id: Any, values: dict | None, status: str, *,
         # Before the job's own signals, so receivers hear of the reply first.
         aftercommit.send(signals.escalation_replied, job, escalation=escalation)
         wait = Wait.objects.select_for_update().get(job_id=job.pk, wait_id=escalation.wait_id)
-        fails_job = status == EscalationStatus.REJECTED and escalation.on_reject == "fail"
+        fails_job = status == "rejected" and escalation.on_reject == "fail"
         transitions.resolve_wait(job, wait, status, value=cleaned, resume=not fails_job)
         if fails_job and not job.is_finished:
             comments = [cleaned[i["id"]] for i in escalation.inputs if i["type"] == "comment" and cleaned[i["id"]]]
-            reason = f"escalation rejected by {username or 'unknown'}" + (f": {'; '.join(comments)}" if comments else "")
+            reason = f"escalation rejected by {username or 'unknown'}"
+            if comments:
+                reason += f": {'; '.join(comments)}"
             transitions.finish(job, JobStatus.FAILED, error=reason, error_type="EscalationRejected")
 
 
@@ -241,7 +255,8 @@ def list_blocking_jobs(*, limit: int | None = None) -> list[dict[str, Any]]:
     the pending waits, since a blocking job always has at least one.
     """
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise InvalidArgumentError(f"list_blocking_jobs: limit must be None or an integer >= 0, got {short_repr(limit)}")
+        raise InvalidArgumentError(
+            f"list_blocking_jobs: limit must be None or an integer >= 0, got {short_repr(limit)}")
     rows = (
         Wait.objects.filter(status=WaitStatus.PENDING, job__status=JobStatus.BLOCKING)
         .order_by("job__updated_at", "job_id", "id")
@@ -262,7 +277,7 @@ def _aware(value: Any, what: str) -> dt.datetime:
     """``value`` in UTC, if it is a timezone-aware datetime that UTC (and the database) can hold."""
     if isinstance(value, dt.datetime) and not timezone.is_naive(value):
         try:
-            utc = value.astimezone(dt.timezone.utc)
+            utc = value.astimezone(dt.UTC)
         except OverflowError:
             pass
         else:

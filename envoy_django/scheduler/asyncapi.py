@@ -10,12 +10,14 @@ the async ORM.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from envoy_django.models import Job
 from envoy_django.scheduler import api
+from envoy_django.scheduler.api import JobId, Replier, ReplyStatus
 
 
 async def aschedule(
@@ -25,32 +27,34 @@ async def aschedule(
     return await sync_to_async(api.schedule)(name, input, run_at=run_at, idempotency_key=idempotency_key)
 
 
-async def aget_job(job_id: Any) -> Job:
+async def aget_job(job_id: JobId) -> Job:
     """``get_job()`` for async code."""
     return await sync_to_async(api.get_job)(job_id)
 
 
-async def acancel_job(job_id: Any) -> None:
+async def acancel_job(job_id: JobId) -> None:
     """``cancel_job()`` for async code."""
     await sync_to_async(api.cancel_job)(job_id)
 
 
-async def afail_job(job_id: Any, reason: str) -> None:
+async def afail_job(job_id: JobId, reason: str) -> None:
     """``fail_job()`` for async code."""
     await sync_to_async(api.fail_job)(job_id, reason)
 
 
-async def aretry_job(job_id: Any) -> None:
+async def aretry_job(job_id: JobId) -> None:
     """``retry_job()`` for async code."""
     await sync_to_async(api.retry_job)(job_id)
 
 
-async def aresolve_blocking_job(job_id: Any, wait_id: str, value: Any = None) -> None:
+async def aresolve_blocking_job(job_id: JobId, wait_id: str, value: Any = None) -> None:
     """``resolve_blocking_job()`` for async code."""
     await sync_to_async(api.resolve_blocking_job)(job_id, wait_id, value)
 
 
-async def areply_to_escalation(escalation_id: Any, values: dict | None, status: str, *, user: Any = None) -> None:
+async def areply_to_escalation(
+    escalation_id: JobId, values: Mapping[str, Any] | None, status: ReplyStatus, *, user: Replier = None
+) -> None:
     """``reply_to_escalation()`` for async code."""
     await sync_to_async(api.reply_to_escalation)(escalation_id, values, status, user=user)
 

@@ -31,7 +31,8 @@ import random
 import socket
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, cast
 
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
@@ -40,6 +41,15 @@ from envoy_django import faults, signals
 from envoy_django.conf import envoy_settings
 from envoy_django.exceptions import EnvoyError, HandlerError, LeaseLostError
 from envoy_django.flow import Context, StateFlow
+from envoy_django.flow.results import (
+    EscalationWait,
+    EventWait,
+    NewWait,
+    SpawnWait,
+    StepResult,
+    WaitOutcome,
+    WaitResult,
+)
 from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
 from envoy_django.payloads import check_size, check_text
 from envoy_django.registry import get_flow
@@ -121,16 +131,17 @@ class _Run:
                 return
             self.started = timezone.now()
             try:
-                after = flow.step(ctx)
-                self._check_size(after)
-                children = self._check_new_waits(after, ctx)
+                result = flow.advance(ctx)
+                checkpoint = self._checkpoint(result.context)
+                children = self._check_new_waits(result.new_waits)
             except HandlerError as exc:
                 self._handler_failed(ctx, exc)
                 return
             except EnvoyError as exc:
                 self._fail(exc, ctx)
                 return
-            self._commit(ctx, after, children)
+            self._commit(ctx, result, checkpoint, children)
+            after = result.context
             if after.done() or after.waiting():
                 return
             ctx = self.ctx = after
@@ -138,35 +149,39 @@ class _Run:
     def _load_context(self, flow: StateFlow) -> Context:
         if not self.job.context:
             return flow.initial_context(self.job.input)
-        ctx = Context.from_serialized(self.job.context)
-        pending = set(ctx.waiting())
-        if pending:
-            for wait in Wait.objects.filter(job_id=self.job.pk, wait_id__in=pending).exclude(status="pending"):
-                ctx.resolve(wait.wait_id, wait.status, wait.value, wait.error or None)
-        return ctx
+        pending = self.job.context.get("waits") or {}
+        ended = Wait.objects.filter(job_id=self.job.pk, wait_id__in=list(pending)).exclude(status="pending")
+        results: dict[str, WaitResult] = {
+            wait.wait_id: {"status": cast(WaitOutcome, wait.status), "value": wait.value, "error": wait.error or None}
+            for wait in ended
+            if pending[wait.wait_id]["status"] == "pending"
+        }
+        return Context.from_serialized(self.job.context, results)
 
-    def _check_size(self, ctx: Context) -> None:
-        """Refuse, before the commit, what the job's row could not store (a DataError there would recur).
+    def _checkpoint(self, ctx: Context) -> dict[str, Any]:
+        """The context as the job's row will store it; refused here if the row could not (a DataError would recur).
 
         The engine already refused non-JSON values, so one walk for text
         PostgreSQL cannot hold and one size measure per value are enough.
         """
+        checkpoint = ctx.serialize()
         where = f"of job {self.job.pk} in state {ctx.state()!r}"
-        check_size(ctx.output(), f"output {where}")
-        check_size(ctx._s["data"], f"data {where}")
-        for wait in ctx._s["waits"].values():  # a child's input, an escalation's message and inputs
+        check_size(checkpoint["output"], f"output {where}")
+        check_size(checkpoint["data"], f"data {where}")
+        for wait in checkpoint["waits"].values():  # a child's input, an escalation's message and inputs
             if wait["status"] == "pending":
                 check_size(wait["params"], f"{wait['type']} {wait['id']!r} {where}")
-        check_text(ctx._s, f"context {where}")  # output, data, waits, ctx.error(...)
+        check_text(checkpoint, f"context {where}")  # output, data, waits, ctx.error(...)
+        return checkpoint
 
     # --- committing --------------------------------------------------------
 
-    def _commit(self, before: Context, after: Context, children: dict[str, StateFlow]) -> None:
-        state, phase, number = after.last_phase or (before.state(), before.phase(), before.step())
+    def _commit(self, before: Context, result: StepResult, checkpoint: dict[str, Any],
+                children: dict[str, StateFlow]) -> None:
+        after = result.context
         now = timezone.now()
-        new_waits = self._new_waits(after, before)
         values: dict[str, Any] = dict(
-            context=after.serialize(),
+            context=checkpoint,
             state=after.state(),
             step=after.step(),
             output=after.output(),
@@ -178,13 +193,13 @@ class _Run:
         with aftercommit.atomic():
             if after.done():
                 self.held.lock_parent()
-            self.held.advance(values, blocking=bool(new_waits))
+            self.held.advance(values, blocking=bool(result.new_waits))
             step = Step.objects.create(
                 job_id=self.job.pk,
-                number=number,
-                state=state,
-                phase=phase,
-                next_state=after.state() if after.state() != state else "",
+                number=result.step,
+                state=result.state,
+                phase=result.phase,
+                next_state=after.state() if after.state() != result.state else "",
                 attempt=attempt,
                 input=before.input(),
                 output=after.output(),
@@ -195,60 +210,54 @@ class _Run:
             )
             aftercommit.send(signals.step_finished, self.job, step=step)
             failure = None
-            if new_waits:
-                self._create_waits(new_waits, children, now)
-                aftercommit.send(signals.job_blocked, self.job, waits=[w["id"] for w in new_waits])
+            if result.new_waits:
+                self._create_waits(result.new_waits, children, now)
+                aftercommit.send(signals.job_blocked, self.job, waits=[w.id for w in result.new_waits])
             elif after.done():
                 failure = self._finish_ended_flow(after)
         if failure:
             log_failed(self.job, failure)
 
-    @staticmethod
-    def _new_waits(after: Context, before: Context) -> list[dict]:
-        return [w for w in after.waits() if w["status"] == "pending" and w["id"] not in before.waiting()]
-
-    def _check_new_waits(self, after: Context, before: Context) -> dict[str, StateFlow]:
+    def _check_new_waits(self, new_waits: tuple[NewWait, ...]) -> dict[str, StateFlow]:
         """Before the transaction, so a bad wait fails the job cleanly: spawned flows and the people asked.
 
-        Returns the flows of the children to create.
+        Returns the flows of the children to create, by wait id.
         """
         flows = {}
-        for wait in self._new_waits(after, before):
-            where = f"state {wait['state']!r} of job {self.job.pk}"
-            if wait["type"] == "spawn":
+        for wait in new_waits:
+            where = f"state {wait.state!r} of job {self.job.pk}"
+            if isinstance(wait, SpawnWait):
                 try:
-                    flows[wait["id"]] = get_flow(wait["params"]["flow"])
+                    flows[wait.id] = get_flow(wait.flow)
                 except EnvoyError as exc:
                     raise _BadWaitError(f"{where} spawned: {exc}") from exc
-            elif wait["type"] == "escalation":
-                missing = assignees.missing(wait["params"]["user"], wait["params"]["group"])
+            elif isinstance(wait, EscalationWait):
+                missing = assignees.missing(wait.user, wait.group)
                 if missing:
                     raise _BadWaitError(f"{where} escalated to {missing}")
         return flows
 
-    def _create_waits(self, new_waits: list[dict], children: dict[str, StateFlow], now: dt.datetime) -> None:
-        Wait.objects.filter(job_id=self.job.pk, wait_id__in=[w["id"] for w in new_waits]).delete()
+    def _create_waits(self, new_waits: tuple[NewWait, ...], children: dict[str, StateFlow],
+                      now: dt.datetime) -> None:
+        Wait.objects.filter(job_id=self.job.pk, wait_id__in=[w.id for w in new_waits]).delete()
         rows = []
-        for spec in new_waits:
-            expires = now + dt.timedelta(seconds=spec["timeout"]) if spec["timeout"] else None
-            row = Wait(job_id=self.job.pk, wait_id=spec["id"], type=spec["type"], params=spec["params"],
-                       expires_at=expires, created_at=now)
-            if spec["type"] == WaitType.SPAWN:
-                params = spec["params"]
+        for wait in new_waits:
+            timeout = wait.timeout if isinstance(wait, EventWait) else None
+            row = Wait(job_id=self.job.pk, wait_id=wait.id, type=_WAIT_TYPES[type(wait)], params=wait.params,
+                       expires_at=now + dt.timedelta(seconds=timeout) if timeout else None, created_at=now)
+            if isinstance(wait, SpawnWait):
                 row.child = transitions.create(
-                    params["flow"], children[spec["id"]], params["input"],
-                    parent=self.job, parent_wait_id=spec["id"], now=now,
+                    wait.flow, children[wait.id], wait.input, parent=self.job, parent_wait_id=wait.id, now=now,
                 )
-            elif spec["type"] == WaitType.ESCALATION:
-                params = spec["params"]
+            elif isinstance(wait, EscalationWait):
                 escalation = Escalation.objects.create(
                     job_id=self.job.pk,
-                    wait_id=spec["id"],
-                    user=params["user"],
-                    group=params.get("group", ""),
-                    message=params["message"],
-                    inputs=params["inputs"],
-                    on_reject=params["on_reject"],
+                    wait_id=wait.id,
+                    user=wait.user,
+                    group=wait.group,
+                    message=wait.message,
+                    inputs=wait.inputs,
+                    on_reject=wait.on_reject,
                     created_at=now,
                     updated_at=now,
                 )
@@ -287,14 +296,19 @@ class _Run:
         handler can fail in a later state than the checkpoint's.
         """
         _, message, traceback = format_exception(exc)
-        located = isinstance(exc, HandlerError) and exc.step is not None
+        if isinstance(exc, HandlerError) and exc.step is not None:
+            number, state, input = exc.step, exc.state, exc.input
+        elif ctx is not None:
+            number, state, input = ctx.step(), ctx.state(), ctx.input()
+        else:
+            number, state, input = self.job.step, self.job.state, None
         Step.objects.create(
             job_id=self.job.pk,
-            number=exc.step if located else (ctx.step() if ctx else self.job.step),
-            state=exc.state if located else (ctx.state() if ctx else self.job.state),
+            number=number,
+            state=state,
             phase=getattr(exc, "phase", None) or (ctx.phase() if ctx else "enter"),
             attempt=attempt,
-            input=exc.input if located else (ctx.input() if ctx else None),
+            input=input,
             output=None,
             error=message or type(exc).__name__,
             traceback=traceback,
@@ -358,6 +372,9 @@ class _Run:
             log.warning("job %s: could not hand it back either; the sweep sends it again once its lease expires",
                         self.job.pk)
             close_old_connections()
+
+
+_WAIT_TYPES = {EventWait: WaitType.EVENT, SpawnWait: WaitType.SPAWN, EscalationWait: WaitType.ESCALATION}
 
 
 class _BadWaitError(EnvoyError):

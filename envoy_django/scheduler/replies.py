@@ -38,7 +38,8 @@ def clean_reply(escalation_id: Any, inputs: list[dict], values: Any) -> dict[str
             options = [option for option, _ in option_pairs(spec["options"])]
             if not isinstance(value, str) or value not in options:
                 offered = ", ".join(options)
-                raise EscalationError(f"{where}: {short_repr(value)} is not an option of input {input_id!r} (options: {offered})")
+                raise EscalationError(
+                    f"{where}: {short_repr(value)} is not an option of input {input_id!r} (options: {offered})")
         elif kind == "comment":
             if not isinstance(value, str):
                 raise EscalationError(f"{where}: input {input_id!r} takes text, got {type(value).__name__}")

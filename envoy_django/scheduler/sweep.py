@@ -78,10 +78,10 @@ def _expire_waits(now: dt.datetime) -> int:
     for wait_pk, job_id in due:
         # The job first, then its wait (the one lock order); skipped if busy: the next sweep gets it.
         job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
-        wait = job and Wait.objects.select_for_update(skip_locked=True).filter(
-            pk=wait_pk, status=WaitStatus.PENDING
-        ).first()
-        if not wait:
+        if job is None:
+            continue
+        wait = Wait.objects.select_for_update(skip_locked=True).filter(pk=wait_pk, status=WaitStatus.PENDING).first()
+        if wait is None or wait.expires_at is None:
             continue
         seconds = (wait.expires_at - wait.created_at).total_seconds()
         transitions.resolve_wait(

@@ -47,7 +47,7 @@ log = logging.getLogger("envoy_django.executor")
 CLAIM_LOCK_WAIT = 5.0
 
 # How a child's end resolves the parent's wait on it.
-_CHILD_WAIT_STATUS = {
+_CHILD_WAIT_STATUS: dict[str, str] = {
     JobStatus.DONE: WaitStatus.DONE,
     JobStatus.FAILED: WaitStatus.FAILED,
     JobStatus.CANCELLED: WaitStatus.CANCELLED,
@@ -125,7 +125,7 @@ def claim(job_id: Any, owner: str) -> Held | None:
     if result is _POISON:
         _fail_poison(job_id, owner)
         return None
-    return result  # type: ignore[return-value]
+    return result if isinstance(result, Held) else None
 
 
 def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
@@ -353,6 +353,8 @@ def _cancel_descendants(job: Job, now: dt.datetime) -> None:
 
 def _notify_parent(child: Job) -> None:
     """Resolve the parent's wait on ``child`` (the caller locked the parent before the child)."""
+    if child.parent_id is None:
+        return
     parent = lock(child.parent_id)
     wait = (
         Wait.objects.select_for_update()

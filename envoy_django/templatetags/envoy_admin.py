@@ -52,10 +52,10 @@ def envoy_breadcrumbs(context: Any, current: str, object_label: str | None = Non
     and styles only the list, so custom pages follow whichever it uses.
     """
     opts = context["opts"]
-    crumbs = [
+    crumbs: list[tuple[Any, str | None]] = [
         (gettext("Home"), reverse("admin:index")),
         (opts.app_config.verbose_name, reverse("admin:app_list", kwargs={"app_label": opts.app_label})),
-        (capfirst(opts.verbose_name_plural), reverse(admin_urlname(opts, "changelist"))),
+        (capfirst(opts.verbose_name_plural), reverse(admin_urlname(opts, SafeString("changelist")))),
     ]
     if object_label is not None:
         crumbs.append((object_label, object_url))

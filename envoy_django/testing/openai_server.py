@@ -22,8 +22,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable
+from typing import Any
 
 Reply = dict[str, Any]
 Responder = Callable[[list[dict[str, Any]]], Reply]
@@ -128,7 +129,7 @@ class ScriptedOpenAIServer:
 
     # --- script -----------------------------------------------------------
 
-    def add(self, *replies: Reply) -> "ScriptedOpenAIServer":
+    def add(self, *replies: Reply) -> ScriptedOpenAIServer:
         """Queue replies, served one per request in order."""
         with self._lock:
             self._script.extend(replies)
@@ -142,7 +143,7 @@ class ScriptedOpenAIServer:
 
     # --- lifecycle --------------------------------------------------------------
 
-    def start(self) -> "ScriptedOpenAIServer":
+    def start(self) -> ScriptedOpenAIServer:
         if self._httpd is not None:
             raise RuntimeError("the scripted OpenAI server is already running")
         httpd = ThreadingHTTPServer(self._address, _Handler)
@@ -164,7 +165,7 @@ class ScriptedOpenAIServer:
         self._httpd = None
         self._thread = None
 
-    def __enter__(self) -> "ScriptedOpenAIServer":
+    def __enter__(self) -> ScriptedOpenAIServer:
         if self._httpd is None:
             self.start()
         return self

@@ -14,7 +14,7 @@ def drain(max_rounds: int = 100) -> int:
     A round is one burst of the worker; jobs that enqueue further work
     (children, resumed parents) are picked up by the next round.
     """
-    from envoy_django.dispatch.rq import get_queue
+    from envoy_django.dispatch.rq_queue import get_queue
     from envoy_django.worker import get_worker
 
     queue = get_queue()

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from envoy_django.agents import ToolAgent
-
 from example_project.demo.llm import provider
 
 APPROVER = "admin"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from django.urls import NoReverseMatch, reverse
 
@@ -79,7 +80,8 @@ class ProgressPrinter:
     def on_blocked(self, job: Job, waits: list[str], **kwargs: Any) -> None:
         # Wait ids start with their kind: spawn-..., escalation-..., or a flow's own event name.
         kinds = Counter(wait_id.split("-", 1)[0] for wait_id in waits)
-        counts = [f"{n} {WAIT_WORDS.get(kind, ('outside event', 'outside events'))[n > 1]}" for kind, n in kinds.items()]
+        counts = [f"{n} {WAIT_WORDS.get(kind, ('outside event', 'outside events'))[n > 1]}"
+                  for kind, n in kinds.items()]
         self.write(f"    {job_label(job)}  blocks: waits for {', '.join(counts)}")
 
     def on_escalation(self, job: Job, escalation: Escalation, **kwargs: Any) -> None:

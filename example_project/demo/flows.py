@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from envoy_django import Context, StateFlow, register
-
 from example_project.demo.assistant import assistant_flow
 from example_project.demo.review import content_review_flow, summarize_section_flow
 

@@ -23,7 +23,12 @@ from typing import Any
 from django.conf import settings
 
 from envoy_django.llm import LlmResponse, OpenAIProvider
-from envoy_django.testing.openai_server import Reply, ScriptedOpenAIServer, text_reply, tool_call_reply
+from envoy_django.testing.openai_server import (
+    Reply,
+    ScriptedOpenAIServer,
+    text_reply,
+    tool_call_reply,
+)
 
 OFFLINE_MODEL = "envoy-demo-scripted"
 

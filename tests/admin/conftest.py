@@ -7,7 +7,8 @@ them after commit: hence ``transaction=True`` on every test that uses these.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission

@@ -9,14 +9,15 @@ pages land in docs/screenshots/ (or $ENVOY_SCREENSHOT_DIR).
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 
 from envoy_django.models import Escalation, Job
+from envoy_django.testing.processes import wait_until
 from tests.admin.conftest import EVIL
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -28,7 +29,9 @@ CHROME_ARGS = (
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--no-first-run", "--window-size=1280,900",
 )
-SCREENSHOTS = Path(os.environ.get("ENVOY_SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "docs" / "screenshots")
+SCREENSHOTS = Path(
+    os.environ.get("ENVOY_SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+)
 TIMEOUT = 15.0
 
 
@@ -57,18 +60,6 @@ def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         driver.quit()
 
 
-def wait_until(condition: Callable[[], Any], what: str, timeout: float = TIMEOUT) -> Any:
-    """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def log_in(browser: Any, base_url: str, username: str, next_path: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -76,7 +67,7 @@ def log_in(browser: Any, base_url: str, username: str, next_path: str) -> None:
     browser.find_element(By.NAME, "username").send_keys(username)
     browser.find_element(By.NAME, "password").send_keys("pw")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    wait_until(lambda: browser.current_url.endswith(next_path), f"the login to land on {next_path}")
+    wait_until(lambda: browser.current_url.endswith(next_path), TIMEOUT, f"the login to land on {next_path}")
 
 
 def assert_no_alert(browser: Any) -> None:
@@ -92,7 +83,8 @@ def job_status_shown(browser: Any) -> str:
     return browser.find_element(By.CSS_SELECTOR, ".field-status_badge .envoy-badge").text
 
 
-def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser: Any, make_user: Any, family: Any) -> None:
+def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser: Any, make_user: Any,
+                                                      family: Any) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -103,7 +95,7 @@ def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser:
     # Screenshots with the app sidebar folded away, so the pages get the width.
     browser.execute_script("localStorage.setItem('django.admin.navSidebarIsOpen', 'false')")
     browser.find_element(By.LINK_TEXT, "Approve this action?").click()
-    wait_until(lambda: browser.current_url.endswith(f"/escalation/{escalation.pk}/reply/"), "the reply page")
+    wait_until(lambda: browser.current_url.endswith(f"/escalation/{escalation.pk}/reply/"), TIMEOUT, "the reply page")
     Select(browser.find_element(By.NAME, "input-reason")).select_by_value("a")
     browser.find_element(By.NAME, "input-note").send_keys("Checked the payment.")
     browser.find_element(By.NAME, "input-ok").click()
@@ -111,7 +103,7 @@ def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser:
     browser.save_screenshot(str(SCREENSHOTS / "approval_page.png"))
 
     browser.find_element(By.CSS_SELECTOR, "button[name=decision][value=approved]").click()
-    wait_until(lambda: browser.current_url.endswith(f"/job/{job_id}/change/"), "the redirect to the job page")
+    wait_until(lambda: browser.current_url.endswith(f"/job/{job_id}/change/"), TIMEOUT, "the redirect to the job page")
 
     def done() -> bool:
         if job_status_shown(browser) == "done":
@@ -119,7 +111,7 @@ def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser:
         browser.refresh()
         return False
 
-    wait_until(done, "the job page to show the job done")
+    wait_until(done, TIMEOUT, "the job page to show the job done")
     assert "Approved" in browser.find_element(By.CSS_SELECTOR, ".messagelist").text
     browser.save_screenshot(str(SCREENSHOTS / "job_page.png"))
     job = Job.objects.get(pk=job_id)
@@ -165,6 +157,6 @@ def test_an_unfinished_jobs_page_follows_the_job_without_a_reload(live_server: A
 
     scheduler.reply_to_escalation(escalation.pk, {"reason": "a", "ok": True}, "approved", user="alice")
 
-    wait_until(lambda: job_status_shown(browser) == "done", "the page to show the job done by itself", timeout=30)
+    wait_until(lambda: job_status_shown(browser) == "done", 30, "the page to show the job done by itself")
     assert browser.execute_script("return window.envoyNotReloaded === true"), "the page was reloaded"
     assert "Finish" in browser.find_element(By.ID, "envoy-history").text

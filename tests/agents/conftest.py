@@ -6,7 +6,8 @@ local server, and every provider and server is closed after the test.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,6 @@ def provider(make_provider: Callable[..., OpenAIProvider]) -> OpenAIProvider:
 
 # --- durable agents (tests/testapp/agent_flows.py) through the scheduler -------------
 
-from tests.workers.conftest import wait_until, workers  # noqa: E402,F401  (fixtures for worker tests)
 
 
 @pytest.fixture

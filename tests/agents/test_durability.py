@@ -15,6 +15,7 @@ import pytest
 from envoy_django.agents import ToolAgent
 from envoy_django.exceptions import WaitInRunError
 from envoy_django.flow import Context
+from envoy_django.testing.flows import resolve
 from envoy_django.testing.openai_server import text_reply, tool_call_reply
 
 
@@ -58,12 +59,13 @@ def test_approved_tool_runs_after_the_reviewer_says_yes(server, provider):
     assert wait["type"] == "escalation"
     params = wait["params"]
     assert params["user"] == "alice" and params["on_reject"] == "continue"
-    assert "'transfer'" in params["message"] and '"amount": 5' in params["message"] and '"to": "bob"' in params["message"]
+    message = params["message"]
+    assert "'transfer'" in message and '"amount": 5' in message and '"to": "bob"' in message
     assert [(i["id"], i["type"]) for i in params["inputs"]] == [("approve", "approve"), ("comment", "comment")]
     assert transfers == [] and lookups == []  # nothing runs before the answer
     assert len(server.requests) == 1
 
-    ctx.resolve(wait_id, "approved", {"approve": True, "comment": ""})
+    ctx = resolve(ctx, wait_id, "approved", {"approve": True, "comment": ""})
     ctx = step_until_blocked(agent, ctx)
 
     assert ctx.done() == "finished" and ctx.output() == "Sent 5 to bob."
@@ -80,7 +82,7 @@ def test_rejected_tool_does_not_run_and_the_comment_goes_to_the_model(server, pr
 
     ctx = step_until_blocked(agent, agent.initial_context("Send mallory 1000"))
     (wait_id,) = ctx.waiting()
-    ctx.resolve(wait_id, "rejected", {"approve": False, "comment": "Not to mallory."})
+    ctx = resolve(ctx, wait_id, "rejected", {"approve": False, "comment": "Not to mallory."})
     ctx = step_until_blocked(agent, ctx)
 
     assert ctx.done() == "finished" and ctx.output() == "OK, I did not send it."
@@ -118,8 +120,9 @@ def test_resume_from_every_checkpoint_runs_each_tool_and_model_call_once(server,
 
     while True:
         worker = ToolAgent(make_provider(), tools=[lookup_tool(lookups)])
-        ctx = worker.step(Context.from_serialized(json.loads(checkpoint)))
-        phases.append(ctx.last_phase[:2])
+        result = worker.advance(Context.from_serialized(json.loads(checkpoint)))
+        ctx = result.context
+        phases.append((result.state, result.phase))
         checkpoint = json.dumps(ctx.serialize())
         if ctx.done():
             break
@@ -136,8 +139,11 @@ def test_crash_after_the_tool_ran_resumes_at_the_next_model_call(server, provide
     agent = ToolAgent(provider, tools=[lookup_tool(lookups)])
 
     ctx = agent.initial_context("Balance of a?")
-    while ctx.last_phase is None or ctx.last_phase[:2] != ("ToolCall", "state"):
-        ctx = agent.step(ctx)
+    while True:
+        result = agent.advance(ctx)
+        ctx = result.context
+        if (result.state, result.phase) == ("ToolCall", "state"):
+            break
     saved = json.dumps(ctx.serialize())  # the checkpoint written right after the tool ran
     assert lookups == [{"account": "a"}] and len(server.requests) == 1
     del ctx  # the worker dies here
@@ -161,7 +167,7 @@ def test_crash_while_waiting_for_approval_resumes_with_the_answer(server, provid
     saved = json.loads(json.dumps(blocked.serialize()))
     ctx = Context.from_serialized(saved)
     (wait_id,) = ctx.waiting()
-    ctx.resolve(wait_id, "approved", {"approve": True, "comment": "fine"})
+    ctx = resolve(ctx, wait_id, "approved", {"approve": True, "comment": "fine"})
     ctx = step_until_blocked(ToolAgent(provider, tools=[transfer_tool(transfers)]), ctx)
 
     assert ctx.output() == "done"

@@ -94,7 +94,7 @@ def test_def_and_async_def_tools_with_one_or_two_arguments_in_both_drivers(serve
 
 
 def test_a_tool_handler_must_take_the_arguments(provider):
-    from envoy_django import FlowDefinitionError
+    from envoy_django.exceptions import FlowDefinitionError
 
     with pytest.raises(FlowDefinitionError, match="handler must take the arguments"):
         _agent(provider, ("nothing", lambda: 1))
@@ -102,7 +102,7 @@ def test_a_tool_handler_must_take_the_arguments(provider):
 
 def test_the_approval_gates_the_tool_it_would_run(server, scripted_agents):
     """Approving with "Run transfer" unticked is refused; only a ticked approval runs the tool."""
-    from envoy_django import EscalationError
+    from envoy_django.exceptions import EscalationError
     from envoy_django.models import Escalation
 
     server.add(tool_call_reply(("transfer", {"to": "mallory", "amount": 5000})), text_reply("Sent."))

@@ -8,8 +8,19 @@ import sys
 import pytest
 
 from envoy_django.agents import ToolAgent, parameters_schema
-from envoy_django.exceptions import EnvoyError, FlowDefinitionError, FlowError, HandlerError
-from envoy_django.llm import LlmPermanentError, LlmProvider, LlmResponse, LlmRetryableError, OpenAIProvider
+from envoy_django.exceptions import (
+    EnvoyError,
+    FlowDefinitionError,
+    FlowError,
+    HandlerError,
+)
+from envoy_django.llm import (
+    LlmPermanentError,
+    LlmProvider,
+    LlmResponse,
+    LlmRetryableError,
+    OpenAIProvider,
+)
 from envoy_django.testing.openai_server import (
     ScriptedOpenAIServer,
     arithmetic_responder,
@@ -162,7 +173,7 @@ def test_server_lifecycle():
         server.stop()
     server.stop()  # twice is harmless
     with pytest.raises(RuntimeError, match="not running"):
-        server.base_url
+        _ = server.base_url
 
 
 def test_imports_stay_light():

@@ -259,7 +259,8 @@ def test_missing_and_repeated_call_ids_are_made_unique():
     assistant = provider.seen[1][1]
     ids = [call["id"] for call in assistant["tool_calls"]]
     assert ids == ["same", "call_1_1", "call_1_2"]
-    assert [(m["tool_call_id"], m["content"]) for m in provider.seen[1][2:]] == list(zip(ids, ["2", "4", "6"]))
+    answers = [(m["tool_call_id"], m["content"]) for m in provider.seen[1][2:]]
+    assert answers == list(zip(ids, ["2", "4", "6"], strict=True))
     assert ctx.output() == "2, 4, 6"
 
 

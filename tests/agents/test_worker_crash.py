@@ -20,8 +20,14 @@ import pytest
 from envoy_django import scheduler
 from envoy_django.models import Job, Step
 from envoy_django.testing.openai_server import text_reply, tool_call_reply
-from tests.workers.conftest import wait_until
-from tests.testapp.agent_flows import AGENT_DIR_ENV, BASE_URL_ENV, HOLD, RELEASE, TOOL_LOG
+from envoy_django.testing.processes import wait_until
+from tests.testapp.agent_flows import (
+    AGENT_DIR_ENV,
+    BASE_URL_ENV,
+    HOLD,
+    RELEASE,
+    TOOL_LOG,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 

@@ -25,12 +25,12 @@ from django.test import override_settings
 from django.utils import timezone
 
 from envoy_django import scheduler
-from envoy_django.dispatch.rq import get_queue
+from envoy_django.dispatch.rq_queue import get_queue
 from envoy_django.models import Job
 from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
+from envoy_django.testing.processes import wait_until
 from envoy_django.testing.worker import drain
 from envoy_django.worker import Supervisor
-from tests.workers.conftest import wait_until, workers  # noqa: F401  (the fixture)
 
 RQ_MODE = {"EXECUTION": "rq", "RETRY_BACKOFF": 60.0, "RETRY_BACKOFF_MAX": 60.0, "LEASE_SECONDS": 30.0}
 

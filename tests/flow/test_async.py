@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from envoy_django import FlowError, HandlerError, StateFlow, WaitInRunError
+from envoy_django import StateFlow
+from envoy_django.exceptions import FlowError, HandlerError, WaitInRunError
 
 
 def async_flow(log):
@@ -85,16 +86,18 @@ def test_astep_advances_one_phase_like_step():
         ctx = flow_async.initial_context(21)
         contexts = []
         while not ctx.done():
-            ctx = await flow_async.astep(ctx)
-            contexts.append((ctx.serialize(), ctx.last_phase))
+            result = await flow_async.aadvance(ctx)
+            ctx = result.context
+            contexts.append((ctx.serialize(), (result.state, result.phase, result.step)))
         return contexts
 
     async_steps = asyncio.run(steps())
     ctx = flow_sync.initial_context(21)
     sync_steps = []
     while not ctx.done():
-        ctx = flow_sync.step(ctx)
-        sync_steps.append((ctx.serialize(), ctx.last_phase))
+        result = flow_sync.advance(ctx)
+        ctx = result.context
+        sync_steps.append((ctx.serialize(), (result.state, result.phase, result.step)))
 
     assert async_steps == sync_steps
     assert [phase for _, phase in async_steps] == [

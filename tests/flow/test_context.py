@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from envoy_django import EscalationError, FlowError, WaitNotFoundError
+from envoy_django.exceptions import EscalationError, FlowError, WaitNotFoundError
 from envoy_django.flow import Context
+from envoy_django.testing.flows import resolve
 
 
 @pytest.fixture
@@ -88,7 +89,7 @@ def test_copy_is_independent(ctx):
     other = ctx.copy()
     other.set("items", [2])
     other.output("changed")
-    other.resolve("w", "resolved", 1)
+    other = resolve(other, "w", "resolved", 1)
 
     assert ctx.get("items") == [1]
     assert ctx.output() is None
@@ -231,7 +232,7 @@ def test_result_is_none_while_pending_then_the_outcome(ctx):
     [wait_id] = ctx.wait_for("w")
     assert ctx.result(wait_id) is None
 
-    ctx.resolve(wait_id, "resolved", {"x": [1]})
+    ctx = resolve(ctx, wait_id, "resolved", {"x": [1]})
 
     assert ctx.result(wait_id) == {"status": "resolved", "value": {"x": [1]}, "error": None}
     assert ctx.waiting() == []
@@ -244,7 +245,7 @@ def test_result_is_none_while_pending_then_the_outcome(ctx):
 def test_resolve_accepts_every_terminal_status(ctx, status):
     ctx.wait_for("w")
 
-    ctx.resolve("w", status, error="why" if status == "failed" else None)
+    ctx = resolve(ctx, "w", status, error="why" if status == "failed" else None)
 
     assert ctx.result("w")["status"] == status
 
@@ -253,7 +254,7 @@ def test_resolve_refuses_an_unknown_status(ctx):
     ctx.wait_for("w")
 
     with pytest.raises(FlowError, match="'pending'"):
-        ctx.resolve("w", "pending")
+        ctx = resolve(ctx, "w", "pending")
     assert ctx.waiting() == ["w"]
 
 
@@ -261,7 +262,7 @@ def test_unknown_wait_ids_raise_wait_not_found(ctx):
     with pytest.raises(WaitNotFoundError, match="'nope'"):
         ctx.result("nope")
     with pytest.raises(WaitNotFoundError, match="'nope'"):
-        ctx.resolve("nope", "resolved")
+        ctx = resolve(ctx, "nope", "resolved")
 
 
 def test_notes_belong_to_the_step_that_made_them():
@@ -278,7 +279,8 @@ def test_notes_belong_to_the_step_that_made_them():
 
 
 def test_a_note_must_be_json():
-    from envoy_django import PayloadError, StateFlow
+    from envoy_django import StateFlow
+    from envoy_django.exceptions import PayloadError
 
     def bad(ctx):
         ctx.note("when", at={1, 2})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from envoy_django import FlowDefinitionError, StateFlow
+from envoy_django import StateFlow
+from envoy_django.exceptions import FlowDefinitionError
 from envoy_django.flow import Route, Router, State
 
 

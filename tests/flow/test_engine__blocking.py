@@ -6,7 +6,9 @@ from collections import Counter
 
 import pytest
 
-from envoy_django import FlowError, StateFlow, WaitInRunError
+from envoy_django import StateFlow
+from envoy_django.exceptions import FlowError, WaitInRunError
+from envoy_django.testing.flows import resolve
 
 
 def waiting_flow(calls, phase="on_state", make_wait=lambda ctx: ctx.wait_for("payment")[0]):
@@ -59,7 +61,7 @@ def test_a_wait_blocks_after_its_phase_and_resumes_with_the_next(phase, resumes_
         flow.step(ctx)
     assert calls == blocked  # nothing ran while it waits
 
-    ctx.resolve("payment", "resolved", {"paid": 12.5})
+    ctx = resolve(ctx, "payment", "resolved", {"paid": 12.5})
     while not ctx.done():
         ctx = flow.step(ctx)
 
@@ -74,9 +76,11 @@ def test_step_returns_the_context_with_the_phase_after_the_wait_next():
     calls = Counter()
     flow = waiting_flow(calls)
 
-    ctx = flow.step(flow.step(flow.initial_context()))  # on_enter, then on_state waits
+    result = flow.advance(flow.step(flow.initial_context()))  # on_enter, then on_state waits
+    ctx = result.context
 
-    assert ctx.last_phase == ("Pay", "state", 1)
+    assert (result.state, result.phase, result.step) == ("Pay", "state", 1)
+    assert [(wait.id, type(wait).__name__) for wait in result.new_waits] == [("payment", "EventWait")]
     assert ctx.phase() == "exit"
     assert ctx.waiting() == ["payment"]
 
@@ -98,13 +102,13 @@ def test_every_wait_must_be_resolved_before_the_flow_continues():
 
     assert ctx.waiting() == [a, b, child]
 
-    ctx.resolve(a, "resolved", 1)
+    ctx = resolve(ctx, a, "resolved", 1)
     assert ctx.waiting() == [b, child]
     with pytest.raises(FlowError, match=child):
         flow.step(ctx)
 
-    ctx.resolve(child, "failed", None, "child crashed")
-    ctx.resolve(b, "timeout")
+    ctx = resolve(ctx, child, "failed", None, "child crashed")
+    ctx = resolve(ctx, b, "timeout")
     assert ctx.waiting() == []
     assert ctx.result(child) == {"status": "failed", "value": None, "error": "child crashed"}
 
@@ -175,7 +179,7 @@ def test_a_resolved_wait_id_can_be_waited_for_again_in_a_later_state():
         {"name": "B", "on_state": wait},
     ])
     ctx = flow.step(flow.initial_context())
-    ctx.resolve("tick", "resolved", 1)
+    ctx = resolve(ctx, "tick", "resolved", 1)
 
     ctx = flow.step(ctx)
 

@@ -6,7 +6,8 @@ import datetime
 
 import pytest
 
-from envoy_django import FlowError, HandlerError, PayloadError, StateFlow
+from envoy_django import StateFlow
+from envoy_django.exceptions import FlowError, HandlerError, PayloadError
 from envoy_django.flow import Context
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from envoy_django import FlowError, PayloadError, StateFlow
+from envoy_django import StateFlow
+from envoy_django.exceptions import FlowError, PayloadError
 
 
 def noop(ctx):

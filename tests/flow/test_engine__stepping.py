@@ -20,12 +20,13 @@ def counting(calls, name, output=None):
 
 
 def drive(flow, input=None):
-    """Step to the end, returning each step's last_phase and the final context."""
+    """Step to the end, returning where each step's work ran and the final context."""
     ctx = flow.initial_context(input)
     phases = []
     while not ctx.done():
-        ctx = flow.step(ctx)
-        phases.append(ctx.last_phase)
+        result = flow.advance(ctx)
+        ctx = result.context
+        phases.append((result.state, result.phase, result.step))
     return phases, ctx
 
 
@@ -36,17 +37,19 @@ def test_each_step_runs_one_handler_and_folds_the_empty_phases():
         {"name": "B", "on_state": counting(calls, "B")},
     ])
 
-    ctx = flow.step(flow.initial_context())
+    result = flow.advance(flow.initial_context())
+    ctx = result.context
 
     assert calls == {"A": 1}
-    assert ctx.last_phase == ("A", "state", 1)
+    assert (result.state, result.phase, result.step) == ("A", "state", 1)
     # The empty exit, route and B's empty enter were folded into this step.
     assert (ctx.state(), ctx.phase(), ctx.step()) == ("B", "state", 2)
 
-    ctx = flow.step(ctx)
+    result = flow.advance(ctx)
+    ctx = result.context
 
     assert calls == {"A": 1, "B": 1}
-    assert ctx.last_phase == ("B", "state", 2)
+    assert (result.state, result.phase, result.step) == ("B", "state", 2)
     assert ctx.done() == "finished"
 
 

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from envoy_django import FlowDefinitionError, FlowError, HandlerError, StateFlow
+from envoy_django import StateFlow
+from envoy_django.exceptions import FlowDefinitionError, FlowError, HandlerError
 from envoy_django.flow import Plugin
 
 
@@ -200,8 +201,9 @@ def test_plugin_hooks_make_their_phases_separate_steps():
     ctx = flow.initial_context()
     phases = []
     while not ctx.done():
-        ctx = flow.step(ctx)
-        phases.append(ctx.last_phase)
+        result = flow.advance(ctx)
+        ctx = result.context
+        phases.append((result.state, result.phase, result.step))
 
     assert phases == [("A", "enter", 1), ("A", "state", 1), ("B", "enter", 2), ("B", "state", 2)]
 

@@ -6,7 +6,9 @@ import random
 
 import pytest
 
-from envoy_django import StateFlow, WaitInRunError
+from envoy_django import StateFlow
+from envoy_django.exceptions import WaitInRunError
+from envoy_django.testing.flows import resolve
 
 
 def test_minimal_three_state_example():
@@ -239,7 +241,7 @@ def test_spawning_a_child_blocks_until_it_completes_then_receives_its_output():
     assert wait["type"] == "spawn"
     assert wait["params"] == {"flow": "childWorkflow", "input": {"some": "input"}}
 
-    ctx.resolve(child_id, "done", {"answer": 42})
+    ctx = resolve(ctx, child_id, "done", {"answer": 42})
     ctx = flow.step(ctx)
 
     assert ctx.done() == "finished"
@@ -277,7 +279,7 @@ def test_escalation_example():
     assert [i["id"] for i in wait["params"]["inputs"]] == ["reason", "note"]
     assert wait["params"]["inputs"][0]["options"] == [["a", "A"], ["b", "B"]]
 
-    ctx.resolve(esc, "approved", {"reason": "a", "note": "Looks good"})
+    ctx = resolve(ctx, esc, "approved", {"reason": "a", "note": "Looks good"})
     ctx = flow.step(ctx)
 
     assert ctx.done() == "finished"

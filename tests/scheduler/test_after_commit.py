@@ -18,7 +18,7 @@ from django.db import transaction
 from django.test import override_settings
 
 from envoy_django import scheduler, signals
-from envoy_django.dispatch.rq import get_queue
+from envoy_django.dispatch.rq_queue import get_queue
 from envoy_django.models import Escalation, Job
 from envoy_django.testing.worker import drain
 

@@ -23,19 +23,17 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from envoy_django import (
-    EnvoyError,
+from envoy_django import EnvoyError, StateFlow, register, scheduler
+from envoy_django.exceptions import (
     EscalationError,
     FlowDefinitionError,
     PayloadError,
     PayloadTooLargeError,
-    StateFlow,
-    register,
-    scheduler,
 )
 from envoy_django.models import Escalation, Job, Step, Wait
 from envoy_django.registry import unregister
 from tests.scheduler.conftest import snapshot_rows
+from tests.support import run_in_one_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -230,7 +228,9 @@ reply_values = st.one_of(
     st.dictionaries(st.sampled_from(["reason", "note", "ok", "nope"]) | _text | st.integers() | st.none(),
                     any_values, max_size=3),
 )
-reply_status = st.sampled_from(["approved", "rejected"]) | st.sampled_from(["pending", "cancelled", "", "APPROVED"]) | any_values
+reply_status = (
+    st.sampled_from(["approved", "rejected"]) | st.sampled_from(["pending", "cancelled", "", "APPROVED"]) | any_values
+)
 
 
 @EXAMPLES
@@ -302,11 +302,7 @@ def test_escalation_input_of_unknown_type_fails_the_job_at_the_state():
         ctx.escalate("alice", "Rate this", [{"id": "stars", "type": "slider"}])
         return ctx
 
-    register("bad_escalation", StateFlow([{"name": "Ask", "on_state": ask}]))
-    try:
-        job = scheduler.get_job(scheduler.schedule("bad_escalation"))
-    finally:
-        unregister("bad_escalation")
+    job = run_in_one_state("bad_escalation", "Ask", ask)
     assert_whole(job)
     assert job.status == "failed"
     assert "'Ask'" in job.error and "'stars'" in job.error and "'slider'" in job.error, job.error
@@ -374,11 +370,7 @@ def test_a_nul_character_from_a_handler_fails_the_job_instead_of_its_commit(acti
             raise ValueError("bad \x00 byte")
         return ctx
 
-    register("nul_handler", StateFlow([{"name": "Nul", "on_state": handler}]))
-    try:
-        job = scheduler.get_job(scheduler.schedule("nul_handler"))
-    finally:
-        unregister("nul_handler")
+    job = run_in_one_state("nul_handler", "Nul", handler)
     assert_whole(job)
     assert job.status == "failed"
     assert "'Nul'" in job.error, job.error

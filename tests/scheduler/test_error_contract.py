@@ -23,15 +23,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import pytest
 from django.db import connection
 
-from envoy_django import (
-    EnvoyError,
+from envoy_django import EnvoyError, StateFlow, register, scheduler
+from envoy_django.exceptions import (
     EscalationAlreadyRepliedError,
     EscalationError,
     EscalationNotFoundError,
@@ -41,14 +42,12 @@ from envoy_django import (
     JobNotFoundError,
     JobStateError,
     PayloadError,
-    StateFlow,
     UnknownFlowError,
     WaitNotFoundError,
-    register,
-    scheduler,
 )
 from envoy_django.models import Escalation, Job
 from envoy_django.registry import registered, unregister
+from tests.support import in_threads
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +56,8 @@ MB = 1_000_000
 BIGINT = 10**5000  # str() and repr() of it raise ValueError (Python's 4,300-digit limit)
 
 
-def refused(unchanged, error: type[EnvoyError], match: str, call: Callable[[], Any], *, huge: bool = False) -> EnvoyError:
+def refused(unchanged, error: type[EnvoyError], match: str, call: Callable[[], Any], *,
+            huge: bool = False) -> EnvoyError:
     """Run ``call``; it must raise exactly ``error`` (an EnvoyError), matching ``match``, and change no row.
 
     A non-Envoy exception is not caught here: it fails the test with its own
@@ -203,7 +203,8 @@ def test_schedule_refuses_a_bad_flow_name(unchanged, name, match, huge):
     pytest.param("2030" * MB, True, id="1MB-string"),
     # beyond the list: aware, but outside what a UTC timestamp column can hold
     pytest.param(dt.datetime(1, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=5))), False, id="before-year-1-in-utc"),
-    pytest.param(dt.datetime.max.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))), False, id="after-year-9999-in-utc"),
+    pytest.param(dt.datetime.max.replace(tzinfo=dt.timezone(dt.timedelta(hours=-5))), False,
+                 id="after-year-9999-in-utc"),
 ])
 def test_schedule_refuses_a_bad_run_at(unchanged, run_at, huge):
     refused(unchanged, InvalidArgumentError, r"run_at for flow 'hello' must be a timezone-aware datetime",
@@ -263,11 +264,13 @@ def test_job_calls_refuse_a_bad_or_unknown_job_id(unchanged, waiting_job, call, 
 
 
 @pytest.mark.parametrize("call, job, error, match", [
-    pytest.param("cancel_job", "done_job", JobStateError, r"job {id} is already done; nothing to cancel", id="cancel-done"),
+    pytest.param("cancel_job", "done_job", JobStateError, r"job {id} is already done; nothing to cancel",
+                 id="cancel-done"),
     pytest.param("fail_job", "done_job", JobStateError, r"job {id} is already done; nothing to fail", id="fail-done"),
     pytest.param("cancel_job", "cancelled_job", JobStateError, r"job {id} is already cancelled; nothing to cancel",
                  id="cancel-cancelled"),
-    pytest.param("fail_job", "failed_job", JobStateError, r"job {id} is already failed; nothing to fail", id="fail-failed"),
+    pytest.param("fail_job", "failed_job", JobStateError, r"job {id} is already failed; nothing to fail",
+                 id="fail-failed"),
     pytest.param("retry_job", "done_job", JobStateError, r"job {id} is done; only failed jobs can be retried",
                  id="retry-done"),
     pytest.param("retry_job", "waiting_job", JobStateError, r"job {id} is blocking; only failed jobs can be retried",
@@ -276,7 +279,8 @@ def test_job_calls_refuse_a_bad_or_unknown_job_id(unchanged, waiting_job, call, 
                  id="retry-cancelled"),
     pytest.param("resolve_blocking_job", "done_job", WaitNotFoundError, r"job {id} has no wait 'payment'",
                  id="resolve-done"),
-    pytest.param("resolve_blocking_job", "cancelled_job", JobStateError, r"wait 'payment' of job {id} is already cancelled",
+    pytest.param("resolve_blocking_job", "cancelled_job", JobStateError,
+                 r"wait 'payment' of job {id} is already cancelled",
                  id="resolve-cancelled"),
 ])
 def test_job_calls_refuse_a_job_in_the_wrong_state(request, unchanged, call, job, error, match):
@@ -304,7 +308,8 @@ def test_fail_job_refuses_a_reason_that_is_not_text(unchanged, waiting_job, reas
 
 
 @pytest.mark.parametrize("wait_id, match, huge", [
-    pytest.param("w" * 101, r"has no wait 'www.*\(wait ids are strings of at most 100 characters\)", False, id="101-chars"),
+    pytest.param("w" * 101, r"has no wait 'www.*\(wait ids are strings of at most 100 characters\)", False,
+                 id="101-chars"),
     pytest.param("w" * MB, r"has no wait 'www.*\(wait ids are strings of at most 100 characters\)", True, id="1MB"),
     pytest.param("", r"has no wait ''", False, id="empty"),
     pytest.param(5, r"has no wait 5 ", False, id="int"),
@@ -426,7 +431,8 @@ def test_reply_refuses_a_saved_user_whose_username_is_too_long(unchanged, escala
     pytest.param(None, r"no escalation None \(not a valid id\)", False, id="none"),
     pytest.param(5, r"no escalation 5 \(not a valid id\)", False, id="int"),
     pytest.param("e" * 10_000, r"no escalation 'eee.*not a valid id", True, id="10000-chars"),
-    pytest.param(str(uuid.UUID(int=9)), r"no escalation 00000000-0000-0000-0000-000000000009", False, id="unknown-uuid"),
+    pytest.param(str(uuid.UUID(int=9)), r"no escalation 00000000-0000-0000-0000-000000000009", False,
+                 id="unknown-uuid"),
     # beyond the list: 10,000 characters that uuid.UUID() still reads as an id
     pytest.param("-" * 9968 + "0" * 31 + "9", r"no escalation", True, id="10000-chars-that-parse-as-a-uuid"),
 ])
@@ -524,7 +530,8 @@ def test_same_key_flow_and_input_return_the_existing_job(unchanged, input):
                  id="other-input"),
     pytest.param("hello", None, r"belongs to job {id} of flow 'hello', which was scheduled with other input",
                  id="no-input"),
-    pytest.param("hello", {"n": 1, "m": 0}, r"belongs to job {id} of flow 'hello', which was scheduled with other input",
+    pytest.param("hello", {"n": 1, "m": 0},
+                 r"belongs to job {id} of flow 'hello', which was scheduled with other input",
                  id="more-input"),
     pytest.param("hello", {"n": "1"}, r"belongs to job {id} of flow 'hello', which was scheduled with other input",
                  id="input-of-another-type"),
@@ -544,25 +551,7 @@ def test_two_callers_racing_with_one_key_get_one_job():
     assert connection.vendor == "postgresql"
     for round_ in range(20):
         key = f"race-{round_}-{uuid.uuid4()}"
-        barrier = threading.Barrier(2)
-        results: list[str] = []
-        errors: list[BaseException] = []
-
-        def schedule() -> None:
-            try:
-                barrier.wait(timeout=30)
-                results.append(scheduler.schedule("hello", {"round": round_}, idempotency_key=key))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=schedule) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-        assert not any(thread.is_alive() for thread in threads), f"round {round_}: a thread hung"
-        assert not errors, f"round {round_}: {errors!r}"
-        assert len(results) == 2 and results[0] == results[1], f"round {round_}: {results}"
+        schedule = partial(scheduler.schedule, "hello", {"round": round_}, idempotency_key=key)
+        results = in_threads(schedule, schedule, timeout=60)
+        assert results[0] == results[1], f"round {round_}: {results}"
         assert list(Job.objects.filter(idempotency_key=key).values_list("pk", flat=True)) == [uuid.UUID(results[0])]

@@ -7,7 +7,8 @@ import uuid
 import pytest
 from django.test import override_settings
 
-from envoy_django import (
+from envoy_django import scheduler
+from envoy_django.exceptions import (
     EscalationAlreadyRepliedError,
     EscalationError,
     EscalationNotFoundError,
@@ -17,9 +18,9 @@ from envoy_django import (
     PayloadTooLargeError,
     UnknownFlowError,
     WaitNotFoundError,
-    scheduler,
 )
 from envoy_django.models import Escalation, Job
+from tests.support import run_in_one_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -141,17 +142,11 @@ def test_max_steps_fails_the_job_keeping_its_output():
 
 
 def test_non_json_output_fails_naming_state_and_key():
-    from envoy_django import StateFlow, register
-    from envoy_django.registry import unregister
 
     def bad(ctx):
         ctx.set("when", dt.date(2026, 1, 1))
         return ctx
 
-    register("bad_data", StateFlow([{"name": "Dated", "on_state": bad}]))
-    try:
-        job = scheduler.get_job(scheduler.schedule("bad_data"))
-    finally:
-        unregister("bad_data")
+    job = run_in_one_state("bad_data", "Dated", bad)
     assert job.status == "failed"
     assert "'Dated'" in job.error and "when" in job.error

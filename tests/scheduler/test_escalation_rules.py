@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import Group, Permission, User
 
-from envoy_django import EscalationError, InvalidArgumentError, scheduler
+from envoy_django import scheduler
+from envoy_django.exceptions import EscalationError, InvalidArgumentError
 from envoy_django.models import Escalation, Job
 from envoy_django.scheduler import assignees
 

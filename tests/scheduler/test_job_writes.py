@@ -73,4 +73,5 @@ def test_the_guard_sees_the_writes_it_forbids(tmp_path):
         "escalation.status = 'approved'\n"
     )
     found = job_writes(sample, tmp_path)
-    assert sorted(line.split(" ", 1)[0] for line in found) == ["sample.py:1", "sample.py:2", "sample.py:3", "sample.py:4"]
+    places = sorted(line.split(" ", 1)[0] for line in found)
+    assert places == ["sample.py:1", "sample.py:2", "sample.py:3", "sample.py:4"]

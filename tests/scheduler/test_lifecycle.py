@@ -78,7 +78,8 @@ def test_family_flow_spawns_waits_and_escalates(mode):
     reply(mode, escalation.pk, {"reason": "a", "note": "OK", "ok": True}, "approved", user="alice")
     job.refresh_from_db()
     assert job.status == "done"
-    assert job.output["reply"] == {"status": "approved", "value": {"reason": "a", "note": "OK", "ok": True}, "error": None}
+    answered = {"status": "approved", "value": {"reason": "a", "note": "OK", "ok": True}, "error": None}
+    assert job.output["reply"] == answered
     assert job.output["payment"]["value"] == {"amount": 42}
     assert [r["value"] for r in job.output["children"]] == [6, 8]
     assert [r["status"] for r in job.output["children"]] == ["done", "done"]

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from envoy_django import FlowDefinitionError, StateFlow, UnknownFlowError, register
+from envoy_django import StateFlow, register
+from envoy_django.exceptions import FlowDefinitionError, UnknownFlowError
 from envoy_django.registry import get_flow, registered, unregister
 
 

@@ -7,7 +7,7 @@ import pytest
 from django.test import override_settings
 
 from envoy_django import scheduler
-from envoy_django.dispatch.rq import get_queue
+from envoy_django.dispatch.rq_queue import get_queue
 from envoy_django.models import Job
 from envoy_django.testing.worker import drain
 

@@ -23,7 +23,7 @@ def test_defaults_and_override():
 
 def test_unknown_setting_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="unknown ENVOY setting 'NOPE'"):
-        envoy_settings.NOPE
+        _ = envoy_settings.NOPE
 
 
 def test_valid_settings_pass_the_checks():

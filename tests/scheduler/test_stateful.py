@@ -65,11 +65,24 @@ from django.db.models import Count, F
 from django.test import override_settings
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from envoy_django import StateFlow, register, scheduler
-from envoy_django.dispatch.rq import get_queue
-from envoy_django.models import FINISHED_STATUSES, Escalation, Job, JobStatus, Step, Wait
+from envoy_django.dispatch.rq_queue import get_queue
+from envoy_django.models import (
+    FINISHED_STATUSES,
+    Escalation,
+    Job,
+    JobStatus,
+    Step,
+    Wait,
+)
 from envoy_django.scheduler import transitions
 from envoy_django.scheduler.executor import run_job
 from envoy_django.scheduler.heartbeat import Heartbeat

@@ -27,11 +27,11 @@ from rq.serializers import DefaultSerializer, JSONSerializer
 
 from envoy_django import scheduler
 from envoy_django.checks import check_envoy_settings
-from envoy_django.dispatch.rq import PERFORM, get_queue
+from envoy_django.dispatch.rq_queue import PERFORM, get_queue
 from envoy_django.dispatch.rq_settings import JSON_SERIALIZER
 from envoy_django.models import Job
 from envoy_django.worker import get_worker
-from tests.workers.conftest import ROOT, workers  # noqa: F401  (the fixture)
+from tests.support import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -109,7 +109,7 @@ def test_envoy_worker_burst_refuses_them_in_a_real_process(workers, tmp_path):
     marker = tmp_path / "pwned"
     refused = crafted_messages(get_queue().connection, marker)
     good = scheduler.schedule("hello", "envoy")
-    env = {**workers.env}
+    env = workers.env
     burst = subprocess.run(
         [sys.executable, "-m", "django", "envoy_worker", "--burst", "--settings", "tests.settings", "-v", "1"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

@@ -193,7 +193,10 @@ def _reply(ctx):
     return ctx
 
 
-register("ask_someone", StateFlow([{"name": "Ask", "on_state": _ask_someone}, {"name": "Answered", "on_state": _reply}]))
+register("ask_someone", StateFlow([
+    {"name": "Ask", "on_state": _ask_someone},
+    {"name": "Answered", "on_state": _reply},
+]))
 
 
 def _enter_fails_once(ctx):

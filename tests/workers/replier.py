@@ -21,7 +21,8 @@ REPLIERS = 2
 
 def answer(kind: str, target: str, who: str) -> str:
     """Approve escalation ``target``, or resolve ``"job:wait"``: "won", or "lost" to an earlier answer."""
-    from envoy_django import EscalationAlreadyRepliedError, JobStateError, scheduler
+    from envoy_django import scheduler
+    from envoy_django.exceptions import EscalationAlreadyRepliedError, JobStateError
 
     try:
         if kind == "approve":

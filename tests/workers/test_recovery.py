@@ -13,17 +13,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import signal
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from envoy_django import scheduler
 from envoy_django.models import Job, JobStatus, Wait
 from envoy_django.scheduler import transitions
-from tests.workers.conftest import LEASE_SECONDS, SWEEP_INTERVAL, Workers, wait_until
+from envoy_django.testing.processes import WorkerProcesses, wait_until
+from tests.support import LEASE_SECONDS, ROOT, SWEEP_INTERVAL, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -38,7 +37,7 @@ def test_a_worker_killed_between_dequeue_and_claim_is_recovered_within_the_bound
     faults.write_text(f"before_claim {job_id}\n")
     workers.start(extra_env={"ENVOY_FAULTS": str(faults)})
     wait_until(lambda: faults.read_text().startswith("fired"), what="the worker to take the message and die")
-    killed_at = dt.datetime.fromtimestamp(float(faults.read_text().split()[-1]), tz=dt.timezone.utc)
+    killed_at = dt.datetime.fromtimestamp(float(faults.read_text().split()[-1]), tz=dt.UTC)
     wait_until(lambda: Job.objects.get(pk=job_id).status == JobStatus.DONE, what="the job to finish")
     job = Job.objects.get(pk=job_id)
     assert job.output == "Hello again! Bye!"
@@ -59,14 +58,8 @@ def test_a_worker_that_dies_in_the_same_transition_every_time_fails_the_job_as_p
 @pytest.fixture
 def immediate_worker(transactional_db):
     """``envoy_worker`` in immediate mode, with no Redis configured at all."""
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
-    env.update(
-        ENVOY_TEST_DB_NAME=connection.settings_dict["NAME"],
-        ENVOY_TEST_EXECUTION="immediate",
-        ENVOY_TEST_LEASE_SECONDS=str(LEASE_SECONDS),
-        ENVOY_TEST_SWEEP_INTERVAL=str(SWEEP_INTERVAL),
-    )
-    handle = Workers(env)
+    env = {key: value for key, value in worker_env("immediate").items() if key != "REDIS_URL"}
+    handle = WorkerProcesses("tests.settings", cwd=ROOT, env=env)
     try:
         yield handle
     finally:

@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,8 @@ from django.db import connection
 
 from envoy_django import scheduler
 from envoy_django.models import Escalation, Job, JobStatus
-from tests.workers.conftest import ROOT, wait_until
+from envoy_django.testing.processes import wait_until
+from tests.support import ROOT, in_threads
 from tests.workers.replier import answer
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -36,35 +37,17 @@ def _targets(kind: str) -> tuple[list[str], list[str]]:
     wait_until(lambda: Job.objects.filter(pk__in=jobs, status=JobStatus.BLOCKING).count() == ROUNDS,
                what="every job to block")
     if kind == "approve":
-        by_job = {str(job): str(pk) for job, pk in Escalation.objects.filter(job_id__in=jobs).values_list("job_id", "pk")}
+        rows = Escalation.objects.filter(job_id__in=jobs).values_list("job_id", "pk")
+        by_job = {str(job): str(pk) for job, pk in rows}
         return jobs, [by_job[job] for job in jobs]
     return jobs, [f"{job}:go" for job in jobs]
 
 
 def _race_in_threads(kind: str, targets: list[str]) -> list[list[str]]:
-    outcomes: list[list[str]] = []
-    for target in targets:
-        barrier = threading.Barrier(2)
-        results: list[str] = []
-        errors: list[BaseException] = []
-
-        def in_tab(who: str) -> None:
-            try:
-                barrier.wait()
-                results.append(answer(kind, target, who))
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=in_tab, args=(who,)) for who in ("tab-1", "tab-2")]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=120)
-        assert not errors, errors
-        outcomes.append(sorted(results))
-    return outcomes
+    return [
+        sorted(in_threads(*(partial(answer, kind, target, who) for who in ("tab-1", "tab-2"))))
+        for target in targets
+    ]
 
 
 def _race_in_processes(kind: str, targets: list[str], tmp_path: Path, execution: str) -> list[list[str]]:
@@ -79,7 +62,7 @@ def _race_in_processes(kind: str, targets: list[str], tmp_path: Path, execution:
         out, _ = replier.communicate(timeout=300)
         assert replier.returncode == 0
         per_process.append(json.loads(out))
-    return [sorted(pair) for pair in zip(*per_process)]
+    return [sorted(pair) for pair in zip(*per_process, strict=True)]
 
 
 def _assert_one_won_each_round_and_every_job_finished(outcomes: list[list[str]], jobs: list[str]) -> None:

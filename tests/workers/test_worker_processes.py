@@ -10,7 +10,7 @@ from django.db.models import Count
 
 from envoy_django import scheduler
 from envoy_django.models import Job, Step
-from tests.workers.conftest import wait_until
+from envoy_django.testing.processes import wait_until
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -36,7 +36,7 @@ def test_two_workers_run_200_jobs_with_each_transition_once(workers):
     # No phase of a job overlapped another phase of the same job (on any worker).
     for job_id in ids:
         steps = list(Step.objects.filter(job_id=job_id).order_by("pk"))
-        for earlier, later in zip(steps, steps[1:]):
+        for earlier, later in zip(steps, steps[1:], strict=False):
             assert later.started_at >= earlier.finished_at
     assert len(set(Step.objects.filter(job_id__in=ids).values_list("worker", flat=True))) >= 2
 

@@ -26,7 +26,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--concurrency", type=int, default=1, help="Worker processes to run (default 1; rq mode).")
-        parser.add_argument("--burst", action="store_true", help="Exit when the queue is empty (immediate mode: after one sweep).")
+        parser.add_argument("--burst", action="store_true",
+                            help="Exit when the queue is empty (immediate mode: after one sweep).")
         parser.add_argument("--queue", default=None, help="django-rq queue name (default ENVOY['QUEUE']; rq mode).")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -37,15 +38,15 @@ class Command(BaseCommand):
             self._immediate(options)
             return
         try:
-            from envoy_django.worker import Supervisor  # first: it names the extra if rq is missing
-
             from redis.exceptions import ConnectionError as RedisConnectionError
+
+            from envoy_django.worker import Supervisor  # first: it names the extra if rq is missing
         except ImportError as exc:
             raise CommandError(str(exc)) from exc
 
         queue = options["queue"] or envoy_settings.QUEUE
         try:
-            from envoy_django.dispatch.rq import get_queue
+            from envoy_django.dispatch.rq_queue import get_queue
 
             get_queue().connection.ping()
         except RedisConnectionError as exc:

@@ -21,7 +21,6 @@ from django.db import connection
 
 from envoy_django import scheduler
 from envoy_django.conf import envoy_settings
-
 from example_project.demo import console
 from example_project.demo.llm import provider
 from example_project.demo.review import SAMPLE_ARTICLE
@@ -109,12 +108,13 @@ class Command(BaseCommand):
             return
         from redis.exceptions import ConnectionError as RedisConnectionError
 
-        from envoy_django.dispatch.rq import get_queue
+        from envoy_django.dispatch.rq_queue import get_queue
 
         try:
             get_queue().connection.ping()
         except RedisConnectionError as exc:
-            raise CommandError(f"cannot reach Redis at REDIS_URL ({exc}); unset REDIS_URL to run jobs in-process") from exc
+            raise CommandError(
+                f"cannot reach Redis at REDIS_URL ({exc}); unset REDIS_URL to run jobs in-process") from exc
 
     def ensure_admin_user(self, force: bool) -> None:
         """Create ``admin``/``admin``, but only where a known password cannot hurt: the demo's SQLite file."""
