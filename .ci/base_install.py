@@ -33,6 +33,10 @@ from envoy_django.models import Escalation  # noqa: E402
 call_command("migrate", verbosity=0)
 assert call_command("check") is None
 
+from django.contrib.auth.models import User  # noqa: E402
+
+User.objects.create_user("alice")  # escalations ask people who exist
+
 
 def double(ctx):
     ctx.output(ctx.input() * 2)
