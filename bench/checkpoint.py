@@ -29,8 +29,8 @@ UPDATE_JOB = (
 )
 INSERT_STEP = (
     "INSERT INTO envoy_django_step (job_id, number, state, phase, next_state, attempt, input, output, "
-    "error, traceback, worker, started_at, finished_at) "
-    "VALUES (%s, %s, %s, %s, %s, 1, %s, %s, '', '', %s, %s, %s) RETURNING id"
+    "error, traceback, notes, worker, started_at, finished_at) "
+    "VALUES (%s, %s, %s, %s, %s, 1, %s, %s, '', '', '[]', %s, %s, %s) RETURNING id"
 )
 
 

@@ -303,8 +303,8 @@ def checkpoint_payloads() -> list[dict[str, Any]]:
     ctx = flow.initial_context(None)
     payloads = []
     while not ctx.done():
-        after = flow.step(ctx)
-        state, phase, _number = after.last_phase
+        result = flow.advance(ctx)
+        after, state, phase = result.context, result.state, result.phase
         payloads.append({
             "context": after.serialize(),
             "job_state": after.state(),

@@ -31,7 +31,7 @@ from typing import Any
 
 from bench.flows import SCALE_FLOWS as FLOWS  # registered, like a real project's flows
 
-DATASET_VERSION = 2
+DATASET_VERSION = 3
 BIG_TABLES = ("envoy_django_job", "envoy_django_step")
 
 LONG_JOB_STEPS = 2000
@@ -90,9 +90,9 @@ LATERAL (SELECT """ + STATUS_SQL + """ AS status,
 # Steps: job.step rows per job (1..9, 5 on average), none for pending jobs.
 INSERT_STEPS = """
 INSERT INTO envoy_django_step (job_id, number, state, phase, next_state, attempt, input, output,
-                               error, traceback, worker, started_at, finished_at)
+                               error, traceback, notes, worker, started_at, finished_at)
 SELECT j.id, n, 'S' || n, 'state', CASE WHEN n < j.step THEN 'S' || (n + 1) ELSE '' END, 1,
-       jsonb_build_object('n', n), jsonb_build_object('n', n, 'ok', true), '', '',
+       jsonb_build_object('n', n), jsonb_build_object('n', n, 'ok', true), '', '', '[]',
        'bench-host:4242:1:abcdef', j.created_at + n * interval '1 second',
        j.created_at + n * interval '1 second' + interval '20 ms'
 FROM envoy_django_job j, LATERAL generate_series(1, j.step) AS n
@@ -102,9 +102,9 @@ WHERE j.status <> 'pending'
 # One long-running job (an agent loop) with LONG_JOB_STEPS more history rows.
 INSERT_LONG_STEPS = """
 INSERT INTO envoy_django_step (job_id, number, state, phase, next_state, attempt, input, output,
-                               error, traceback, worker, started_at, finished_at)
+                               error, traceback, notes, worker, started_at, finished_at)
 SELECT j.id, 100 + n, 'S' || (1 + n %% 9), 'state', 'S' || (1 + (n + 1) %% 9), 1,
-       jsonb_build_object('n', n), jsonb_build_object('n', n, 'ok', true), '', '',
+       jsonb_build_object('n', n), jsonb_build_object('n', n, 'ok', true), '', '', '[]',
        'bench-host:4242:1:abcdef', j.created_at + n * interval '1 second',
        j.created_at + n * interval '1 second' + interval '20 ms'
 FROM envoy_django_job j, generate_series(1, %(long)s) AS n
