@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Extra requirements for the test venv, e.g. PIP_PINS="'rq<3'" for the LTS leg.
 PIP_PINS ?=
 
-.PHONY: test lint typecheck demo bench chaos install clean
+.PHONY: test lint typecheck demo bench bench-smoke chaos install clean
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,11 @@ demo: install
 bench: install
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# Every bench phase at a tiny size (CI runs it so the benchmark cannot rot).
+bench-smoke: install
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) bench/run.py --smoke $(BENCH_ARGS)
 
 chaos: install
 	$(PY) chaos/run.py $(CHAOS_ARGS)

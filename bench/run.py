@@ -3,6 +3,7 @@
 
     make bench                                  # everything, full sizes (about 25 minutes)
     make bench BENCH_ARGS="--quick"             # small sizes, one round, a few minutes
+    make bench-smoke                            # every phase, tiny, results to a temp dir (CI runs it)
     make bench BENCH_ARGS="--only ceiling,rq,envoy --jobs 500 --rounds 1"
     make bench BENCH_ARGS="--scale-jobs 0"      # skip the 1,000,000-job dataset
     make bench BENCH_ARGS="--profile"           # also py-spy a worker, time proposed changes
@@ -54,6 +55,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,10 +97,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per scale query shape")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes for trying it out: 300 jobs, 100 samples, 200/2000 jobs, 50,000-job dataset")
+    parser.add_argument("--smoke", action="store_true",
+                        help="every phase at the smallest size that still runs it (200 jobs), results to a "
+                             "temporary directory: CI runs this so the benchmark cannot rot; it asserts no timing")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a worker with py-spy and time the proposed changes in-process "
                              "(bench/profile.py)")
-    parser.add_argument("--out", default=str(RESULTS), help="results directory (default bench/results)")
+    parser.add_argument("--out", default=None, help="results directory (default bench/results)")
     parser.add_argument("--render", action="store_true",
                         help="only rebuild results.md and the chart from the results.json in --out")
     args = parser.parse_args(argv)
@@ -108,6 +113,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.memory_jobs = "200,1000,2000"
         args.scale_jobs = min(args.scale_jobs, 50_000)
         args.rounds = 1
+    if args.smoke:
+        args.jobs = min(args.jobs, 200)
+        args.latency_samples = min(args.latency_samples, 20)
+        args.memory_jobs = "100,200"
+        args.scale_jobs = min(args.scale_jobs, 2_000)
+        args.repeat = 1
+        args.rounds = 1
+    if args.out is None:
+        args.out = tempfile.mkdtemp(prefix="envoy-bench-smoke-") if args.smoke else str(RESULTS)
     args.only = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(args.only) - set(PHASES)
     if unknown:
@@ -755,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     require_services()
     os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
-    os.environ.setdefault("ENVOY_BENCH_DB", "envoy_bench")
+    os.environ.setdefault("ENVOY_BENCH_DB", "envoy_bench_smoke" if args.smoke else "envoy_bench")
     db_name = os.environ["ENVOY_BENCH_DB"]
     log(f"preparing database {db_name} and Redis DB (bench/settings.py)")
     recreate_database(db_name)

@@ -131,9 +131,9 @@ WHERE j.status = 'blocking' OR (j.status = 'done' AND j.flow IN ('invoice.review
 """
 
 INSERT_ESCALATIONS = """
-INSERT INTO envoy_django_escalation (id, job_id, wait_id, "user", message, inputs, on_reject, status,
+INSERT INTO envoy_django_escalation (id, job_id, wait_id, "user", "group", message, inputs, on_reject, status,
                                      response, replied_by_id, replied_by_username, replied_at, created_at, updated_at)
-SELECT gen_random_uuid(), w.job_id, w.wait_id, 'alice', 'Approve this refund?',
+SELECT gen_random_uuid(), w.job_id, w.wait_id, 'alice', '', 'Approve this refund?',
        '[{"id": "ok", "type": "approve", "label": "Looks right", "required": false}]'::jsonb, 'fail',
        w.status, CASE WHEN w.status = 'approved' THEN '{"ok": true}'::jsonb END, NULL,
        CASE WHEN w.status = 'approved' THEN 'alice' ELSE '' END, w.resolved_at, w.created_at,
