@@ -1,20 +1,18 @@
-"""Where a worker's time goes, and what the proposed changes would buy (``--profile``).
+"""Where a worker's time goes (``--profile``).
 
 1. py-spy samples one ``envoy_worker`` child process (wall clock, idle
    included) while it drains 1-state and 10-state jobs; the samples are
-   grouped by what the process was doing (claim, checkpoint statements,
-   COMMIT waits, RQ bookkeeping, the flow engine).
+   grouped by what the process was doing (claim, checkpoint statement,
+   RQ bookkeeping, the flow engine).
 2. In-process micro-benchmarks, interleaved over rounds, on the same tables:
    - one transition's checkpoint: raw psycopg (the ceiling's loop), the
-     Django ORM as the executor writes it (atomic: fenced UPDATE + Step
-     INSERT), one ``WITH ... UPDATE ... RETURNING`` + INSERT statement through
-     Django's cursor in autocommit, and the executor itself (run_job, no RQ);
-   - a 1-state job through an in-process RQ worker with the executor's
-     claim as it is, and with the claim committed with
-     ``synchronous_commit = off``.
+     Django ORM in ``atomic()`` (fenced UPDATE + Step INSERT: how the
+     executor wrote it before the one-statement checkpoint, for
+     comparison), and the executor itself (``run_job``, no RQ);
+   - 1-state jobs through an in-process RQ worker.
 
-Nothing in envoy_django is changed: the variants are applied by
-monkeypatching inside this process only.
+Nothing in envoy_django is changed; the comparison variants are written
+out here.
 """
 
 from __future__ import annotations
@@ -33,12 +31,10 @@ from pathlib import Path
 from typing import Any
 
 CATEGORIES = [
-    ("claim: COMMIT (waiting for the flush)", ["_claim (", "Connection.commit ("]),
-    ("claim: BEGIN, SELECT ... FOR UPDATE, UPDATE", ["_claim ("]),
-    ("checkpoint: COMMIT (waiting for the flush)", ["_Run._commit", "Connection.commit ("]),
-    ("checkpoint: finish_job UPDATE (last transition)", ["_Run._commit", "finish_job"]),
-    ("checkpoint: fenced UPDATE + Step INSERT (ORM + round trips)", ["_Run._commit"]),
-    ("flow engine (flow.step)", ["StateFlow.step"]),
+    ("claim (one statement, or the locking fallback)", ["claim ("]),
+    ("checkpoint statement (job row + Step, one round trip)", ["Held.advance"]),
+    ("commit, other (waits, ends, signals)", ["_Run._commit"]),
+    ("flow engine (flow.advance)", ["StateFlow.advance"]),
     ("executor, other (load context, payload checks)", ["run_job ("]),
     ("envoy perform(), other", ["perform (envoy_django"]),
     ("RQ: fetch next job (BLPOP/LPOP, job hash)", ["dequeue_job_and_maintain_ttl"]),
@@ -121,29 +117,17 @@ def top_stacks(raw: str, limit: int = 60) -> str:
 
 # --- micro-benchmarks -----------------------------------------------------------------------
 
-CTE_CHECKPOINT = """
-WITH fenced AS (
-    UPDATE envoy_django_job SET context = %s, state = %s, step = %s, output = %s, attempts = 0,
-           updated_at = %s, lease_expires_at = %s
-    WHERE id = %s AND lease_owner = %s AND status = 'running'
-    RETURNING id)
-INSERT INTO envoy_django_step (job_id, number, state, phase, next_state, attempt, input, output,
-                               error, traceback, worker, started_at, finished_at)
-SELECT id, %s, %s, %s, %s, 1, %s, %s, '', '', %s, %s, %s FROM fenced
-RETURNING id"""
-
 
 def checkpoint_variants(jobs: int) -> dict[str, Callable[[], float]]:
     """Each returns transitions per second for ``jobs`` x 10 checkpoints on fresh rows."""
     import psycopg
-    from django.db import connection, transaction
+    from django.db import transaction
     from django.utils import timezone
-    from psycopg.types.json import Jsonb
 
     from bench import checkpoint, run
     from bench.settings import bench_db_name
     from envoy_django import scheduler
-    from envoy_django.dispatch import rq as rq_dispatch
+    from envoy_django.dispatch.rq_queue import RQDispatcher
     from envoy_django.models import Job, Step
     from envoy_django.scheduler.executor import run_job
 
@@ -179,29 +163,14 @@ def checkpoint_variants(jobs: int) -> dict[str, Callable[[], float]]:
                                         worker=owner, started_at=now, finished_at=now)
         return len(ids) * len(payloads) / (time.perf_counter() - began)
 
-    def one_statement() -> float:
-        run.reset_state()
-        ids = run.make_running_jobs(jobs)
-        began = time.perf_counter()
-        with connection.cursor() as cursor:
-            for job_id in ids:
-                for number, p in enumerate(payloads, 1):
-                    now = timezone.now()
-                    cursor.execute(CTE_CHECKPOINT, [
-                        Jsonb(p["context"]), p["job_state"], p["job_step"], Jsonb(p["output"]), now,
-                        now + dt.timedelta(seconds=30), job_id, owner, number, p["step_state"], p["phase"],
-                        p["next_state"], Jsonb(p["input"]), Jsonb(p["output"]), owner, now, now])
-                    assert cursor.fetchone() is not None, "lease lost"
-        return len(ids) * len(payloads) / (time.perf_counter() - began)
-
     def executor() -> float:
         run.reset_state()
-        original = rq_dispatch.enqueue
-        rq_dispatch.enqueue = lambda *a, **k: None  # rows only: run_job is called directly
+        original = RQDispatcher.enqueue
+        RQDispatcher.enqueue = lambda self, jobs: None  # type: ignore[method-assign]  # rows only
         try:
             ids = [scheduler.schedule("bench_ten") for _ in range(jobs)]
         finally:
-            rq_dispatch.enqueue = original
+            RQDispatcher.enqueue = original  # type: ignore[method-assign]
         began = time.perf_counter()
         for job_id in ids:
             run_job(job_id)
@@ -211,47 +180,28 @@ def checkpoint_variants(jobs: int) -> dict[str, Callable[[], float]]:
 
     return {
         "checkpoint: raw psycopg (the ceiling's loop)": raw_psycopg,
-        "checkpoint: Django ORM in atomic() (as the executor writes it)": django_orm,
-        "checkpoint: one CTE statement via Django's cursor, autocommit": one_statement,
-        "executor: run_job() on 10-state jobs, no RQ": executor,
+        "checkpoint: Django ORM in atomic() (UPDATE + INSERT, for comparison)": django_orm,
+        "executor: run_job() on 10-state jobs, no RQ (one statement per transition)": executor,
     }
 
 
 def claim_variants(jobs: int) -> dict[str, Callable[[], float]]:
-    """1-state jobs per second through an in-process RQ worker, per claim variant."""
-    from django.db import connection, transaction
-
+    """1-state jobs per second through an in-process RQ worker."""
     from bench import run
     from envoy_django.models import Job, JobStatus
-    from envoy_django.scheduler import executor
     from envoy_django.worker import get_worker
 
-    original = executor._claim
-
-    def async_claim(job_id: Any, owner: str) -> Any:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            return original(job_id, owner)
-
-    def drain(claim: Callable) -> float:
+    def drain() -> float:
         run.reset_state()
         run.schedule_many("bench_one", jobs)
-        executor._claim = claim
-        try:
-            worker = get_worker()
-            began = time.perf_counter()
-            worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
-            elapsed = time.perf_counter() - began
-        finally:
-            executor._claim = original
+        worker = get_worker()
+        began = time.perf_counter()
+        worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+        elapsed = time.perf_counter() - began
         assert Job.objects.filter(status=JobStatus.DONE).count() == jobs
         return jobs / elapsed
 
-    return {
-        "1-state jobs, in-process RQ worker: claim as it is": lambda: drain(original),
-        "1-state jobs, in-process RQ worker: claim with synchronous_commit=off": lambda: drain(async_claim),
-    }
+    return {"1-state jobs, in-process RQ worker": drain}
 
 
 def micro(rounds: int, jobs: int, log: Callable[[str], None]) -> list[dict[str, Any]]:

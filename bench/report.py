@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 LATENCY_P50_MS = 5.0
+SCHEDULE_CALL_P50_MS = 2.0
+SCHEDULE_MANY_PER_S = 5000
 LATENCY_P99_MS = 25.0
 SCALE_BUDGET_MS = 300.0
 
@@ -121,8 +124,17 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
                      measured(one, _get(results, "envoy", "one", n, "jobs_per_s"),
                               _get(results, "rq", "checkpoint", n, "jobs_per_s")),
                      both(one, 0.8)))
+    call = _get(results, "latency", "schedule_call")
+    rows.append((f"schedule() call p50 < {SCHEDULE_CALL_P50_MS:g} ms", f"p50 {call['p50_ms']} ms" if call else "-",
+                 verdict(call["p50_ms"] < SCHEDULE_CALL_P50_MS) if call else "n/a"))
+    batch = [run.get("schedule_many_jobs_per_s") for run in (_get(results, "envoy", "one") or {}).values()]
+    batch = [rate for rate in batch if rate]
+    rows.append((f"schedule_many() >= {SCHEDULE_MANY_PER_S:,} jobs/s (1,000 per call)",
+                 f"median {_fmt(statistics.median(batch))} jobs/s over {len(batch)} runs" if batch else "-",
+                 verdict(statistics.median(batch) >= SCHEDULE_MANY_PER_S) if batch else "n/a"))
     for key, label in (("schedule_to_start", "schedule() to start"),
-                       ("reply_to_resume", "reply_to_escalation() to resume")):
+                       ("reply_to_resume", "reply_to_escalation() to resume"),
+                       ("child_to_parent", "child finishes to parent resumes")):
         lat = _get(results, "latency", key)
         if lat:
             ok = lat["p50_ms"] < LATENCY_P50_MS and lat["p99_ms"] < LATENCY_P99_MS

@@ -10,14 +10,19 @@ the id onto the django-rq queue for ``envoy_worker`` processes;
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Protocol
 
 from envoy_django.conf import envoy_settings
 
 
 class Dispatcher(Protocol):
-    def enqueue(self, job_id: str, at: dt.datetime | None = None) -> None:
-        """Hand ``job_id`` to a worker, to run at ``at`` (now if None). May raise: the caller logs it."""
+    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None]]) -> None:
+        """Hand each ``(job_id, at)`` to a worker, to run at ``at`` (now if None), in as few round trips as it can.
+
+        May raise: the caller logs it, and counts them all as not sent (the
+        sweep sends them again; a duplicate message is harmless).
+        """
 
     def run_enqueued(self) -> None:
         """Run what was handed over, if this dispatcher runs jobs itself; never raises."""

@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from django.utils import timezone
 
@@ -29,10 +29,9 @@ class ImmediateDispatcher(threading.local):
         # Set by a sweeper process (envoy_worker in this mode) for its warm shutdown.
         self.should_stop: Callable[[], bool] | None = None
 
-    def enqueue(self, job_id: str, at: dt.datetime | None = None) -> None:
-        if at is not None and at > timezone.now():
-            return
-        self.queue.append(job_id)
+    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None]]) -> None:
+        now = timezone.now()
+        self.queue.extend(job_id for job_id, at in jobs if at is None or at <= now)  # later: the sweep's
 
     def run_enqueued(self) -> None:
         if self.running:

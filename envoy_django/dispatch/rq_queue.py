@@ -9,9 +9,13 @@ django-rq's dashboard (the app sets the Envoy queue's SERIALIZER, see
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from django.utils import timezone
 
 from envoy_django.conf import envoy_settings
@@ -26,25 +30,52 @@ except ImportError as exc:
 PERFORM = "envoy_django.worker.perform"
 
 
-def get_queue() -> Any:
-    import django_rq
+_queues: dict[tuple[int, str], Any] = {}
 
-    return django_rq.get_queue(envoy_settings.QUEUE, serializer=JSONSerializer, default_timeout=-1)
+
+def get_queue() -> Any:
+    """The Envoy queue, one per process: its Redis connection pool is reused by every enqueue.
+
+    django-rq builds a new Redis client (a new connection, and its handshake)
+    on every ``get_queue()``; per enqueue that was most of ``schedule()``.
+    """
+    key = (os.getpid(), envoy_settings.QUEUE)  # a forked process builds its own
+    queue = _queues.get(key)
+    if queue is None:
+        import django_rq
+
+        queue = _queues[key] = django_rq.get_queue(envoy_settings.QUEUE, serializer=JSONSerializer,
+                                                   default_timeout=-1)
+    return queue
+
+
+@receiver(setting_changed)
+def _forget_queues(setting: str, **kwargs: Any) -> None:
+    if setting in ("RQ_QUEUES", "ENVOY", "CACHES"):
+        _queues.clear()
 
 
 class RQDispatcher:
-    def enqueue(self, job_id: str, at: dt.datetime | None = None) -> None:
+    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None]]) -> None:
         queue = get_queue()
-        options: dict[str, Any] = dict(
-            job_id=f"envoy-{job_id}-{uuid.uuid4().hex[:8]}", result_ttl=0, failure_ttl=24 * 3600, job_timeout=-1
-        )
-        if at is not None and at > timezone.now():
-            queue.enqueue_at(at, PERFORM, str(job_id), **options)
-        else:
-            queue.enqueue(PERFORM, str(job_id), **options)
+        now = timezone.now()
+        due = [job_id for job_id, at in jobs if at is None or at <= now]
+        if len(due) == 1:
+            queue.enqueue(PERFORM, due[0], job_timeout=-1, **_options(due[0]))
+        elif due:  # one pipeline for the lot (schedule_many, a sweep)
+            queue.enqueue_many([queue.prepare_data(PERFORM, [job_id], timeout=-1, **_options(job_id))
+                                for job_id in due])
+        for job_id, at in jobs:
+            if at is not None and at > now:
+                queue.enqueue_at(at, PERFORM, job_id, job_timeout=-1, **_options(job_id))
 
     def run_enqueued(self) -> None:
         """Workers run the jobs."""
+
+
+def _options(job_id: str) -> dict[str, Any]:
+    """The RQ options of an Envoy message (with no timeout: RQ calls it ``job_timeout`` or ``timeout``)."""
+    return dict(job_id=f"envoy-{job_id}-{uuid.uuid4().hex[:8]}", result_ttl=0, failure_ttl=24 * 3600)
 
 
 def message_problem(rq_job: Any) -> str | None:

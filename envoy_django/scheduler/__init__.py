@@ -15,6 +15,7 @@ from envoy_django.scheduler.api import (
     resolve_blocking_job,
     retry_job,
     schedule,
+    schedule_many,
 )
 from envoy_django.scheduler.asyncapi import (
     acancel_job,
@@ -26,6 +27,7 @@ from envoy_django.scheduler.asyncapi import (
     aresolve_blocking_job,
     aretry_job,
     aschedule,
+    aschedule_many,
 )
 from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
 
@@ -39,6 +41,7 @@ __all__ = [
     "aresolve_blocking_job",
     "aretry_job",
     "aschedule",
+    "aschedule_many",
     "cancel_job",
     "cleanup_orphaned_jobs",
     "fail_job",
@@ -49,4 +52,5 @@ __all__ = [
     "resolve_blocking_job",
     "retry_job",
     "schedule",
+    "schedule_many",
 ]

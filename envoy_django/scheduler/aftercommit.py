@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.dispatch import Signal
 
 log = logging.getLogger("envoy_django.aftercommit")
@@ -56,9 +56,32 @@ def _staged() -> _Staged:
 
 
 @contextmanager
-def atomic() -> Iterator[None]:
-    """``transaction.atomic()`` whose staged enqueues and signals go out after the commit."""
+def atomic(*, one_statement: bool = False) -> Iterator[None]:
+    """``transaction.atomic()`` whose staged enqueues and signals go out after the commit.
+
+    ``one_statement``: the block writes with a single SQL statement. Where
+    PostgreSQL would commit that statement on its own anyway (autocommit, no
+    transaction open), the block opens none: BEGIN and COMMIT would be two
+    more round trips for the same guarantee. What it staged goes out once
+    the block's statement has returned, and is dropped if the block raised.
+    """
     staged = _staged()
+    if (one_statement and connection.vendor == "postgresql" and not connection.in_atomic_block
+            and connection.get_autocommit()):
+        staged.depth += 1
+        try:
+            yield
+        except BaseException:
+            staged.jobs.clear()
+            staged.signals.clear()
+            raise
+        finally:
+            staged.depth -= 1
+        try:
+            flush()
+        except Exception:  # as on_commit(robust=True) does: the caller's work is committed
+            log.exception("sending what a commit staged failed")
+        return
     with transaction.atomic():
         staged.depth += 1
         try:
@@ -77,7 +100,10 @@ def enqueue(job_id: Any, at: dt.datetime | None = None) -> None:
 def send(signal: Signal, job: Any, **kwargs: Any) -> None:
     """Send ``signal`` (``sender=Job``, ``job=job``, ``kwargs``) after the commit."""
     _require_atomic()
-    transaction.on_commit(partial(_stage_signal, signal, job, kwargs))
+    from envoy_django.models import Job
+
+    if signal.has_listeners(Job):  # most signals have no receiver on a worker: no work for them
+        transaction.on_commit(partial(_stage_signal, signal, job, kwargs))
 
 
 def _require_atomic() -> None:
@@ -101,19 +127,15 @@ def flush() -> None:
     jobs, staged.jobs = staged.jobs, []
     sent_signals, staged.signals = staged.signals, []
     dispatcher = get_dispatcher()
-    failed: list[str] = []
-    error: BaseException | None = None
-    for job_id, at in jobs:
+    if jobs:
         try:
-            dispatcher.enqueue(job_id, at)
-        except Exception as exc:  # Redis down: the sweep sends it again
-            failed.append(job_id)
-            error = error or exc
-    if failed:
-        log.warning(
-            "could not hand %d job(s) to a worker (%s: %s); the sweep sends them again: %s",
-            len(failed), type(error).__name__, error, ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""),
-        )
+            dispatcher.enqueue(jobs)
+        except Exception as exc:  # Redis down: the sweep sends them again
+            failed = [job_id for job_id, _ in jobs]
+            log.warning(
+                "could not hand %d job(s) to a worker (%s: %s); the sweep sends them again: %s",
+                len(failed), type(exc).__name__, exc, ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""),
+            )
     for signal, job, kwargs in sent_signals:
         _send(signal, job, kwargs)
     dispatcher.run_enqueued()

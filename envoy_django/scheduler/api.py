@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
 
 from django.db import IntegrityError
@@ -20,6 +21,7 @@ from django.utils import timezone
 
 from envoy_django import signals
 from envoy_django.exceptions import (
+    EnvoyError,
     EscalationAlreadyRepliedError,
     EscalationError,
     EscalationNotFoundError,
@@ -29,6 +31,7 @@ from envoy_django.exceptions import (
     JobStateError,
     WaitNotFoundError,
 )
+from envoy_django.flow import StateFlow
 from envoy_django.flow.context import MAX_USERNAME, MAX_WAIT_ID
 from envoy_django.flow.values import find_invalid, json_equal, short_repr
 from envoy_django.models import (
@@ -65,18 +68,14 @@ def schedule(
     job's id and creates nothing; the same key with another flow or input
     raises ``IdempotencyConflictError``.
     """
-    flow = get_flow(name)
-    check_payload(input, f"input of flow {name!r}")
-    if run_at is not None:
-        run_at = _aware(run_at, f"run_at for flow {name!r}")
+    new = _NewJob.checked(name, input, run_at, idempotency_key)
     if idempotency_key is not None:
-        check_name(idempotency_key, f"idempotency_key for flow {name!r}", MAX_IDEMPOTENCY_KEY)
         existing = _same_key(idempotency_key, name, input)
         if existing:
             return existing
     try:
-        with aftercommit.atomic():
-            job = transitions.create(name, flow, input, run_after=run_at, idempotency_key=idempotency_key)
+        with aftercommit.atomic(one_statement=True):  # the job's INSERT
+            job = transitions.create(name, new.flow, input, run_after=new.run_at, idempotency_key=idempotency_key)
     except IntegrityError:
         existing = _same_key(idempotency_key, name, input) if idempotency_key is not None else None
         if existing is None:
@@ -85,24 +84,130 @@ def schedule(
     return str(job.pk)
 
 
+ScheduleItem = tuple[str, Any] | tuple[str, Any, Mapping[str, Any]]
+
+
+def schedule_many(items: Iterable[ScheduleItem]) -> list[str]:
+    """Create many jobs in one transaction; return their ids, in the order given.
+
+    Each item is ``(name, input)`` or ``(name, input, {"run_at": ...,
+    "idempotency_key": ...})``, meaning what ``schedule()``'s arguments
+    mean, idempotency included: an item whose key is taken gets that job's
+    id, and so does a key repeated within ``items``. Every item is checked
+    before anything is written: a bad one raises an error naming it and
+    creates no job. After the commit the new jobs go to the workers in one
+    pipelined enqueue.
+    """
+    new = [_NewJob.from_item(index, item) for index, item in enumerate(items)]
+    for attempt in (1, 2):
+        sources, to_create = _keys_taken(new)
+        try:
+            with aftercommit.atomic():
+                created = transitions.create_many(
+                    [(job.name, job.flow, job.input, job.run_at, job.idempotency_key) for job in to_create]
+                )
+        except IntegrityError:  # another caller took one of the keys meanwhile: look again, once
+            if attempt == 2 or not any(job.idempotency_key for job in to_create):
+                raise
+            continue
+        return [source if isinstance(source, str) else str(created[source].pk) for source in sources]
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class _NewJob:
+    """One job to create, its arguments checked."""
+
+    name: str
+    flow: StateFlow
+    input: Any
+    run_at: dt.datetime | None
+    idempotency_key: str | None
+
+    @classmethod
+    def checked(cls, name: str, input: Any, run_at: Any, idempotency_key: Any) -> _NewJob:
+        flow = get_flow(name)
+        check_payload(input, f"input of flow {name!r}")
+        if run_at is not None:
+            run_at = _aware(run_at, f"run_at for flow {name!r}")
+        if idempotency_key is not None:
+            check_name(idempotency_key, f"idempotency_key for flow {name!r}", MAX_IDEMPOTENCY_KEY)
+        return cls(name, flow, input, run_at, idempotency_key)
+
+    @classmethod
+    def from_item(cls, index: int, item: Any) -> _NewJob:
+        where = f"schedule_many item {index}"
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise InvalidArgumentError(
+                f"{where} must be (name, input) or (name, input, options), got {short_repr(item)}")
+        options = item[2] if len(item) == 3 else {}
+        if not isinstance(options, Mapping) or set(options) - {"run_at", "idempotency_key"}:
+            raise InvalidArgumentError(
+                f"{where}: options may hold run_at and idempotency_key only, got {short_repr(options)}")
+        try:
+            return cls.checked(item[0], item[1], options.get("run_at"), options.get("idempotency_key"))
+        except EnvoyError as exc:
+            exc.args = (f"{where}: {exc}",)
+            raise
+
+
+def _keys_taken(new: list[_NewJob]) -> tuple[list[str | int], list[_NewJob]]:
+    """Where each job's id comes from, and the jobs to create.
+
+    A source is the id of the job already holding the item's key, or the
+    index of the job to create: a key repeated within the batch is created
+    once, and its repeats share that job under the rule of a taken key (the
+    same flow and input, or IdempotencyConflictError). One query finds the
+    keys already taken.
+    """
+    keys = {job.idempotency_key for job in new if job.idempotency_key is not None}
+    rows = Job.objects.filter(idempotency_key__in=keys).values_list("idempotency_key", "pk", "flow", "input")
+    taken = {key: (str(pk), flow, stored) for key, pk, flow, stored in rows} if keys else {}
+    first: dict[str, int] = {}  # key -> its job's index in to_create
+    sources: list[str | int] = []
+    to_create: list[_NewJob] = []
+    for job in new:
+        key = job.idempotency_key
+        if key is not None and key in taken:
+            job_id, flow, stored = taken[key]
+            _check_same(key, f"job {job_id}", flow, stored, job.name, job.input, job_id=job_id)
+            sources.append(job_id)
+        elif key is not None and key in first:
+            holder = to_create[first[key]]
+            _check_same(key, "an earlier item of this batch", holder.name, holder.input, job.name, job.input)
+            sources.append(first[key])
+        else:
+            if key is not None:
+                first[key] = len(to_create)
+            sources.append(len(to_create))
+            to_create.append(job)
+    return sources, to_create
+
+
 def _same_key(key: str, name: str, input: Any) -> str | None:
     """The id of the job holding ``key``, if any; raise if it was made of another flow or input."""
     found = Job.objects.filter(idempotency_key=key).values_list("pk", "flow", "input").first()
     if found is None:
         return None
-    job_id, flow, stored_input = found
+    job_id, flow, stored = str(found[0]), found[1], found[2]
+    _check_same(key, f"job {job_id}", flow, stored, name, input, job_id=job_id)
+    return job_id
+
+
+def _check_same(key: str, holder: str, flow: str, stored: Any, name: str, input: Any, *,
+                job_id: str | None = None) -> None:
+    """Raise unless ``holder`` of ``key`` (made of ``flow`` with ``stored`` input) is the job asked for."""
     if flow != name:
         raise IdempotencyConflictError(
-            f"idempotency_key {short_repr(key)} belongs to job {job_id} of flow {flow!r}, not {name!r}",
-            job_id=str(job_id),
+            f"idempotency_key {short_repr(key)} belongs to {holder} of flow {flow!r}, not {name!r}",
+            job_id=job_id,
         )
-    if not json_equal(stored_input, input):
+    if not json_equal(stored, input):
         raise IdempotencyConflictError(
-            f"idempotency_key {short_repr(key)} belongs to job {job_id} of flow {flow!r}, "
+            f"idempotency_key {short_repr(key)} belongs to {holder} of flow {flow!r}, "
             "which was scheduled with other input",
-            job_id=str(job_id),
+            job_id=job_id,
         )
-    return str(job_id)
 
 
 def get_job(job_id: JobId) -> Job:

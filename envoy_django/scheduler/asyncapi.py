@@ -10,14 +10,14 @@ the async ORM.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from asgiref.sync import sync_to_async
 
 from envoy_django.models import Job
 from envoy_django.scheduler import api
-from envoy_django.scheduler.api import JobId, Replier, ReplyStatus
+from envoy_django.scheduler.api import JobId, Replier, ReplyStatus, ScheduleItem
 
 
 async def aschedule(
@@ -25,6 +25,11 @@ async def aschedule(
 ) -> str:
     """``schedule()`` for async code."""
     return await sync_to_async(api.schedule)(name, input, run_at=run_at, idempotency_key=idempotency_key)
+
+
+async def aschedule_many(items: Iterable[ScheduleItem]) -> list[str]:
+    """``schedule_many()`` for async code."""
+    return await sync_to_async(api.schedule_many)(list(items))
 
 
 async def aget_job(job_id: JobId) -> Job:

@@ -189,31 +189,35 @@ class _Run:
         progress = after.progress()
         if progress:
             values.update(progress=progress["fraction"], progress_message=(progress["message"] or "")[:500])
-        attempt = self.job.attempts + 1
+        step = Step(
+            number=result.step,
+            state=result.state,
+            phase=result.phase,
+            next_state=after.state() if after.state() != result.state else "",
+            attempt=self.job.attempts + 1,
+            input=before.input(),
+            output=after.output(),
+            notes=after.notes(),
+            worker=self.owner,
+            started_at=self.started,
+            finished_at=now,
+        )
+        blocking = bool(result.new_waits)
+        finished = after.done() == "finished" and not self.job.parent_id
+        if not blocking and (finished or not after.done()):
+            # Nothing but the job's row and its Step: one statement, committed on its own.
+            with aftercommit.atomic(one_statement=True):
+                self.held.advance(values, step, blocking=False, finished=finished)
+            return
         with aftercommit.atomic():
             if after.done():
                 self.held.lock_parent()
-            self.held.advance(values, blocking=bool(result.new_waits))
-            step = Step.objects.create(
-                job_id=self.job.pk,
-                number=result.step,
-                state=result.state,
-                phase=result.phase,
-                next_state=after.state() if after.state() != result.state else "",
-                attempt=attempt,
-                input=before.input(),
-                output=after.output(),
-                notes=after.notes(),
-                worker=self.owner,
-                started_at=self.started,
-                finished_at=now,
-            )
-            aftercommit.send(signals.step_finished, self.job, step=step)
+            self.held.advance(values, step, blocking=blocking)
             failure = None
-            if result.new_waits:
+            if blocking:
                 self._create_waits(result.new_waits, children, now)
                 aftercommit.send(signals.job_blocked, self.job, waits=[w.id for w in result.new_waits])
-            elif after.done():
+            else:
                 failure = self._finish_ended_flow(after)
         if failure:
             log_failed(self.job, failure)

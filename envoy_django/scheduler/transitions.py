@@ -37,7 +37,7 @@ from envoy_django.exceptions import LeaseLostError
 from envoy_django.flow import StateFlow
 from envoy_django.models import FINISHED_STATUSES, Job, JobStatus, Step, Wait, WaitStatus
 from envoy_django.payloads import storable_text
-from envoy_django.scheduler import aftercommit, waits
+from envoy_django.scheduler import aftercommit, statements, waits
 from envoy_django.scheduler.failures import log_failed
 
 log = logging.getLogger("envoy_django.executor")
@@ -107,6 +107,25 @@ def create(
     return job
 
 
+def create_many(
+    jobs: list[tuple[str, StateFlow, Any, dt.datetime | None, str | None]],
+) -> list[Job]:
+    """New pending jobs, each ``(name, flow, input, run_after, idempotency_key)``: one INSERT per 1,000 rows."""
+    now = timezone.now()
+    rows = Job.objects.bulk_create(
+        [
+            Job(flow=name, input=input, state=flow.start_state, max_steps=flow.max_steps, run_after=run_after,
+                idempotency_key=idempotency_key, created_at=now, updated_at=now, enqueued_at=now)
+            for name, flow, input, run_after, idempotency_key in jobs
+        ],
+        batch_size=1000,
+    )
+    for job in rows:
+        aftercommit.enqueue(job.pk, job.run_after)
+        aftercommit.send(signals.job_scheduled, job)
+    return rows
+
+
 # --- claiming ------------------------------------------------------------------
 
 _LOCKED = object()
@@ -115,6 +134,11 @@ _POISON = object()
 
 def claim(job_id: Any, owner: str) -> Held | None:
     """Take the job to run it, or None if it is not ours to run (running elsewhere, finished, not due)."""
+    if connection.vendor == "postgresql":
+        held = _claim_at_once(job_id, owner)
+        if held is not None:
+            return held
+    # Not free to take at once: held by another transaction, a poison job, or not ours to run.
     result = _try_claim(job_id, owner, wait=False)
     if result is _LOCKED:
         try:
@@ -126,6 +150,23 @@ def claim(job_id: Any, owner: str) -> Held | None:
         _fail_poison(job_id, owner)
         return None
     return result if isinstance(result, Held) else None
+
+
+def _claim_at_once(job_id: Any, owner: str) -> Held | None:
+    """The usual claim, a free and runnable job, in one statement: one round trip and one commit."""
+    now = timezone.now()
+    sql, params = statements.claim(job_id, owner, now=now, lease_expires_at=lease_until(now),
+                                   max_claims=envoy_settings.MAX_CLAIMS)
+    with aftercommit.atomic(one_statement=True):
+        job = next(iter(Job.objects.raw(sql, params)), None)
+        if job is None:
+            return None
+        extra = {name: job.__dict__.pop(name) for name in ("first_start", "was_status", "was_owner")}
+        if extra["was_status"] == JobStatus.RUNNING:
+            log.info("job %s: taking over from %s, whose lease expired", job.pk, extra["was_owner"])
+        if extra["first_start"]:
+            aftercommit.send(signals.job_started, job)
+    return Held(job, owner)
 
 
 def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
@@ -217,15 +258,41 @@ class Held:
         if self.job.parent_id:
             lock(self.job.parent_id)
 
-    def advance(self, values: dict[str, Any], *, blocking: bool) -> None:
-        """Commit a transition: the new checkpoint, a renewed lease (or none, when it now blocks)."""
+    def advance(self, values: dict[str, Any], step: Step, *, blocking: bool, finished: bool = False) -> None:
+        """Commit a transition: the new checkpoint and its Step row, a renewed lease (or none, when it now blocks).
+
+        ``finished``: the flow ended "finished" and no parent waits on it, so
+        this same write ends the job as done (``finish`` has nothing else to
+        do for such a job). On PostgreSQL the job's row and the Step go in one
+        statement (``statements.fenced_checkpoint``): outside a transaction,
+        the whole transition is one round trip and one commit.
+        """
         now = timezone.now()
         values = {**values, "attempts": 0, "claims": 0, "updated_at": now, "lease_expires_at": lease_until(now)}
         if self.job.error or self.job.error_type:  # a retry succeeded: the failure is history now
             values.update(error="", error_type="", traceback="")
         if blocking:
             values.update(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None)
-        self._fence(**values)
+        if finished:
+            values.update(status=JobStatus.DONE, finished_at=now, lease_owner="", lease_expires_at=None,
+                          run_after=None)
+        step.job_id = self.job.pk
+        if connection.vendor == "postgresql":
+            sql, params = statements.fenced_checkpoint(self.job.pk, self.owner, values, step)
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            if row is None:
+                raise LeaseLostError(f"job {self.job.pk} is no longer held by {self.owner}")
+            step.pk = row[0]
+            step._state.adding, step._state.db = False, connection.alias
+            _assign(self.job, values)
+        else:
+            self._fence(**values)
+            step.save(force_insert=True)
+        aftercommit.send(signals.step_finished, self.job, step=step)
+        if finished:
+            aftercommit.send(signals.job_done, self.job)
 
     def retry_later(self, *, attempt: int, run_after: dt.datetime | None, error: str, error_type: str,
                     traceback: str) -> None:

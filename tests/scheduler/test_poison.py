@@ -52,11 +52,11 @@ def _break_once(monkeypatch, exc: Exception) -> list[int]:
     raised: list[int] = []
     advance = transitions.Held.advance
 
-    def broken(self, values, *, blocking):
+    def broken(self, *args, **kwargs):
         if not raised:
             raised.append(1)
             raise exc
-        return advance(self, values, blocking=blocking)
+        return advance(self, *args, **kwargs)
 
     monkeypatch.setattr(transitions.Held, "advance", broken)
     return raised
@@ -108,7 +108,8 @@ def test_a_failure_that_cannot_be_recorded_waits_for_the_database_without_counti
     def no_column(*args, **kwargs):
         raise ProgrammingError('column "notes" of relation "envoy_django_step" does not exist')
 
-    monkeypatch.setattr(Step.objects, "create", no_column)
+    monkeypatch.setattr(Step.objects, "create", no_column)  # a failure's Step
+    monkeypatch.setattr(transitions.Held, "advance", no_column)  # a transition's Step
     job = scheduler.get_job(scheduler.schedule("hello", "later"))
     assert (job.status, job.claims, job.error, job.steps.count()) == ("pending", 0, "", 0)
     assert job.run_after is not None  # a lease's time from now: the sweep runs it then

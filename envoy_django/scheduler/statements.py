@@ -1,0 +1,106 @@
+"""The hot path's SQL on PostgreSQL, built from the models so it stays in step with them.
+
+A worker's ordinary transition is one fenced UPDATE of its job row and one
+Step INSERT; its claim, a row lock and an UPDATE. Through the ORM each is
+four round trips (BEGIN, two statements, COMMIT); as one statement (a CTE)
+it is one, and PostgreSQL commits it as its own transaction when no
+transaction is open (``aftercommit.atomic(one_statement=True)``): the same
+rows, the same fence, the same synchronous commit.
+
+Values pass through each field's ``get_db_prep_save``, as the ORM passes
+them, so JSON, dates and defaults are stored exactly as ``save()`` would.
+Only transitions.py runs these statements; this module only writes them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.models import Field, Model
+
+from envoy_django.models import Job, JobStatus, Step
+
+
+@cache
+def _fields(model: type[Model]) -> dict[str, tuple[str, Field]]:
+    """Field name -> (quoted column, field), for every concrete field of ``model``."""
+    qn = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    return {field.name: (qn(str(field.column)), field) for field in model._meta.concrete_fields}
+
+
+def _prepared(model: type[Model], values: dict[str, Any]) -> tuple[list[str], list[Any]]:
+    """Column names (quoted) and database values of ``values`` (field name -> value) of ``model``."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    fields = _fields(model)
+    columns, params = [], []
+    for name, value in values.items():
+        column, field = fields[name]
+        columns.append(column)
+        params.append(field.get_db_prep_save(value, connection))
+    return columns, params
+
+
+def _step_row(step: Step) -> dict[str, Any]:
+    """Every column of a new Step but its id and job, defaults filled in, as ``save()`` would insert it."""
+    return {
+        name: field.pre_save(step, add=True)
+        for name, (_, field) in _fields(Step).items()
+        if name not in ("id", "job")
+    }
+
+
+@cache
+def _checkpoint_sql(set_columns: tuple[str, ...], step_columns: tuple[str, ...]) -> str:
+    qn = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    assignments = ", ".join(f"{column} = %s" for column in set_columns)
+    return (
+        f"WITH fenced AS (UPDATE {qn(Job._meta.db_table)} SET {assignments} "
+        f"WHERE id = %s AND lease_owner = %s AND status = %s RETURNING id) "
+        f"INSERT INTO {qn(Step._meta.db_table)} ({qn('job_id')}, {', '.join(step_columns)}) "
+        f"SELECT fenced.id, {', '.join(['%s'] * len(step_columns))} FROM fenced RETURNING id"
+    )
+
+
+def fenced_checkpoint(job_id: Any, owner: str, job_values: dict[str, Any], step: Step) -> tuple[str, list[Any]]:
+    """Update the job's row while ``owner`` holds its lease, and insert ``step`` for it: one statement.
+
+    It returns the new Step's id, or no row when the lease was lost (the
+    UPDATE matched nothing, so the INSERT had nothing to insert).
+    """
+    set_columns, set_params = _prepared(Job, job_values)
+    step_columns, step_params = _prepared(Step, _step_row(step))
+    sql = _checkpoint_sql(tuple(set_columns), tuple(step_columns))
+    return sql, [*set_params, job_id, owner, JobStatus.RUNNING, *step_params]
+
+def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claims: int) -> tuple[str, list[Any]]:
+    """Take the job's row if it is free and runnable now, and lease it to ``owner``: one statement.
+
+    Runnable: pending and due, or running on a lease that ran out, and not
+    yet claimed ``max_claims`` times. A row another transaction holds is
+    skipped, not waited for. It returns the job's row as it is now, then
+    ``first_start`` (never started before), ``was_status`` and ``was_owner``;
+    no row when the job is not free to take this way.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    table = connection.ops.quote_name(Job._meta.db_table)
+    _, datetime = _fields(Job)["updated_at"]
+    now, lease_expires_at = (datetime.get_db_prep_save(value, connection) for value in (now, lease_expires_at))
+    sql = (
+        f"WITH claimable AS (SELECT id, started_at, status, lease_owner FROM {table} "
+        f"WHERE id = %s AND claims < %s AND ("
+        f"(status = %s AND (run_after IS NULL OR run_after <= %s)) OR "
+        f"(status = %s AND (lease_expires_at IS NULL OR lease_expires_at <= %s))) "
+        f"FOR UPDATE SKIP LOCKED) "
+        f"UPDATE {table} AS job SET status = %s, lease_owner = %s, lease_expires_at = %s, "
+        f"started_at = COALESCE(job.started_at, %s), run_after = NULL, claims = job.claims + 1, updated_at = %s "
+        f"FROM claimable WHERE job.id = claimable.id "
+        f"RETURNING job.*, claimable.started_at IS NULL AS first_start, "
+        f"claimable.status AS was_status, claimable.lease_owner AS was_owner"
+    )
+    params = [
+        job_id, max_claims, JobStatus.PENDING, now, JobStatus.RUNNING, now,
+        JobStatus.RUNNING, owner, lease_expires_at, now, now,
+    ]
+    return sql, params
