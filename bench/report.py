@@ -47,6 +47,13 @@ THROUGHPUT = (
     ("envoy_worker, 1-state no-op flow", ("envoy", "one", "jobs_per_s"), "jobs/s"),
     ("envoy_worker, 1-state, CONN_MAX_AGE=0 (a new connection per job)", ("envoy", "one_conn0", "jobs_per_s"),
      "jobs/s"),
+    ("pgbench: checkpoint transaction (BEGIN, UPDATE, INSERT, END), prepared",
+     ("peers", "pgbench", "transaction", "tps"), "transactions/s"),
+    ("pgbench: the same rows as one statement (envoy's hot path)", ("peers", "pgbench", "one_statement", "tps"),
+     "transactions/s"),
+    ("LangGraph + PostgresSaver, durability sync, 10-node graph, one process", ("peers", "langgraph", "steps_per_s"),
+     "steps/s"),
+    ("DBOS, 10-step workflow, one process", ("peers", "dbos", "steps_per_s"), "steps/s"),
 )
 
 
@@ -67,6 +74,12 @@ RATIOS = (
      ("rq", "checkpoint", "jobs_per_s")),
     ("envoy 1-state jobs/s / raw RQ no-op", ("envoy", "one", "jobs_per_s"), ("rq", "noop", "jobs_per_s")),
     ("RQ plus one transaction / ceiling", ("rq", "checkpoint", "jobs_per_s"), ("ceiling", "tps")),
+    ("envoy 10-state transitions/s / pgbench checkpoint transaction (same N)", ("envoy", "ten", "transitions_per_s"),
+     ("peers", "pgbench", "transaction", "tps")),
+    ("envoy 10-state transitions/s / LangGraph steps/s", ("envoy", "ten", "transitions_per_s"),
+     ("peers", "langgraph", "steps_per_s")),
+    ("envoy 10-state transitions/s / DBOS steps/s", ("envoy", "ten", "transitions_per_s"),
+     ("peers", "dbos", "steps_per_s")),
 )
 
 
@@ -113,11 +126,24 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
         text = f"{_fmt(top)} / {_fmt(bottom)} = {value[0]:.2f}"
         return text + (f"; median of per-round ratios {value[1]:.2f}" if value[1] is not None else "")
 
-    ten = paired_ratio(results, ("envoy", "ten", "transitions_per_s"), ("ceiling", "tps"), "2")
-    rows.append(("10-state flow, 2 workers >= 0.5 x 2-client ceiling",
+    # The ceiling is pgbench's when the peers ran (--peers), else the Python client's.
+    pgbench = ("peers", "pgbench", "transaction", "tps")
+    ceiling, name = (pgbench, "pgbench's") if _get(results, *pgbench[:-1], "2", "tps") else (("ceiling", "tps"), "the")
+    ten = paired_ratio(results, ("envoy", "ten", "transitions_per_s"), ceiling, "2")
+    rows.append((f"10-state flow, 2 workers >= 0.5 x {name} 2-client checkpoint ceiling",
                  measured(ten, _get(results, "envoy", "ten", "2", "transitions_per_s"),
-                          _get(results, "ceiling", "2", "tps")),
+                          _get(results, *ceiling[:-1], "2", ceiling[-1])),
                  both(ten, 0.5)))
+    langgraph = ("peers", "langgraph", "steps_per_s")
+    if _get(results, *langgraph[:-1], "1", "steps_per_s"):
+        vs = paired_ratio(results, ("envoy", "ten", "transitions_per_s"), langgraph, "1")
+        rows.append(("10-state flow, 1 worker >= 3 x LangGraph + PostgresSaver (sync), one process",
+                     measured(vs, _get(results, "envoy", "ten", "1", "transitions_per_s"),
+                              _get(results, *langgraph[:-1], "1", "steps_per_s")),
+                     both(vs, 3.0)))
+    else:
+        rows.append(("10-state flow, 1 worker >= 3 x LangGraph + PostgresSaver (sync), one process",
+                     "- (run with --peers)", "n/a"))
     for n in ("1", "2"):
         one = paired_ratio(results, ("envoy", "one", "jobs_per_s"), ("rq", "checkpoint", "jobs_per_s"), n)
         rows.append((f"1-state jobs/s >= 0.8 x RQ plus one transaction ({n} worker{'s' if n != '1' else ''})",
@@ -219,6 +245,25 @@ LATENCY_ROWS = (
 )
 
 
+def peers_markdown(peers: dict | None) -> list[str]:
+    """What the peers were (versions), how they ran, and any that could not."""
+    if not peers:
+        return []
+    out = ["Peers (`--peers`, bench/peers): the same 10-state no-op workload on the same PostgreSQL, each in one "
+           "process, in their own virtualenv (`bench/.venv-peers`); pgbench's C clients loop envoy's checkpoint on "
+           "envoy's tables with a real transition's JSON, as a transaction and as one statement.", ""]
+    for name in ("pgbench", "langgraph", "dbos"):
+        value = peers.get(name) or {}
+        if "skipped" in value:
+            out.append(f"- {name}: skipped ({value['skipped']})")
+            continue
+        version = value.get("version") or (value.get("1") or {}).get("version")
+        rows = (value.get("1") or {}).get("rows_per_workflow")
+        out.append(f"- {name}: {version or '?'}" + (f"; rows written per workflow: {rows}" if rows else ""))
+    out.append("")
+    return out
+
+
 # --- markdown --------------------------------------------------------------------------
 
 
@@ -246,8 +291,9 @@ def markdown(results: dict) -> str:
     out.append("")
     out.append("## Throughput")
     out.append("")
-    out.append(f"{args.get('jobs', '?'):,} jobs per run; {args.get('rounds', 1)} rounds, interleaved (ceiling, RQ, "
-               "envoy, then again), and the median of the rounds is shown. N is the number of client processes "
+    out.append(f"{args.get('jobs', '?'):,} jobs per run; {args.get('rounds', 1)} rounds, interleaved "
+               "(ceiling, RQ, envoy, the peers with --peers, then again), and the median of the rounds is shown. "
+               "N is the number of client processes "
                "(ceiling) or worker "
                "processes (RQ, envoy). RQ: jobs enqueued first, clock from releasing the started workers to the "
                "last job ending (RQ's own exit, which joins a pubsub thread for ~1 s, left out). "
@@ -269,6 +315,7 @@ def markdown(results: dict) -> str:
     out.append("*per round*: the median of the ratios taken within each round (both numbers measured minutes apart, "
                "under the same background load); the plain ratio divides the medians.")
     out.append("")
+    out += peers_markdown(results.get("peers"))
     lat = results.get("latency")
     if lat:
         out.append("## Latency")

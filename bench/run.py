@@ -6,7 +6,8 @@
     make bench-smoke                            # every phase, tiny, results to a temp dir (CI runs it)
     make bench BENCH_ARGS="--only ceiling,rq,envoy --jobs 500 --rounds 1"
     make bench BENCH_ARGS="--scale-jobs 0"      # skip the 1,000,000-job dataset
-    make bench BENCH_ARGS="--profile"           # also py-spy a worker, time proposed changes
+    make bench BENCH_ARGS="--peers"             # also LangGraph, DBOS and pgbench, same PostgreSQL
+    make bench BENCH_ARGS="--profile"           # also py-spy a worker, in-process micro-benchmarks
     .venv/bin/python bench/run.py --render      # rebuild results.md and the chart from results.json
 
 The chart needs matplotlib: pip install -e '.[bench]' (py-spy for --profile).
@@ -28,7 +29,9 @@ What is measured (see bench/results/results.md for the numbers):
    released and stops when the last job ends.
 3. envoy: JOBS jobs of a 10-state no-op flow and of a 1-state flow, run by
    ``manage.py envoy_worker --concurrency N --burst`` (N = 1, 2). Jobs are
-   scheduled first (scheduler.schedule) with workers stopped; the clock runs
+   scheduled first with workers stopped (the 10-state jobs one schedule()
+   call at a time, the 1-state jobs with schedule_many(), 1,000 per call:
+   both rates are reported); the clock runs
    from the first claim to the last job finishing (timestamps in the Job
    rows), so process start-up is left out (wall time is reported beside it).
    Also the 1-state flow with CONN_MAX_AGE=0 (Django's default: a new
@@ -39,6 +42,11 @@ What is measured (see bench/results/results.md for the numbers):
    its parent resuming (Step.started_at and Job.finished_at against the
    caller's clock: one machine, one clock). A sample that takes over a
    second is counted as stalled (left to the sweep) and reported.
+3b. peers (--peers; bench/peers): LangGraph + PostgresSaver (durability
+   "sync") and DBOS running the same 10-step no-op workflow in one process,
+   in their own virtualenv (bench/.venv-peers), and pgbench looping envoy's
+   checkpoint as a transaction and as one statement (the physical ceiling).
+   They run inside the throughput rounds, so they see the same load.
 5. scale (bench/scale.py): admin and API query shapes on a generated
    dataset (1,000,000 jobs, ~5,000,000 steps), with EXPLAIN.
 6. worker memory: VmRSS of one worker child process after 1,000 and 20,000 jobs.
@@ -100,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true",
                         help="every phase at the smallest size that still runs it (200 jobs), results to a "
                              "temporary directory: CI runs this so the benchmark cannot rot; it asserts no timing")
+    parser.add_argument("--peers", action="store_true",
+                        help="also run LangGraph + PostgresSaver, DBOS (in bench/.venv-peers) and pgbench on the same "
+                             "PostgreSQL, in the throughput rounds (bench/peers)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile a worker with py-spy and time the proposed changes in-process "
                              "(bench/profile.py)")
@@ -120,6 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.scale_jobs = min(args.scale_jobs, 2_000)
         args.repeat = 1
         args.rounds = 1
+        args.peers = True  # so the peers' scripts cannot rot either
     if args.out is None:
         args.out = tempfile.mkdtemp(prefix="envoy-bench-smoke-") if args.smoke else str(RESULTS)
     args.only = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -578,6 +590,29 @@ def bench_envoy(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+# --- 3b. the peers (--peers) ----------------------------------------------------------------
+
+
+def bench_peers(args: argparse.Namespace) -> dict[str, Any]:
+    """LangGraph, DBOS and pgbench on the same server (bench/peers); one process each for the first two."""
+    from django.db import connections
+
+    from bench.peers import run_peers
+    from bench.settings import bench_db_name
+
+    reset_state()
+    connections.close_all()
+    found = run_peers(jobs=args.jobs, clients=args.workers, admin_dsn=admin_dsn(),
+                      envoy_dsn=libpq_dsn(bench_db_name()), log=log)
+    reset_state()
+    for peer in ("langgraph", "dbos"):  # one process: filed under N=1, as envoy's one worker is
+        if "steps_per_s" in found.get(peer, {}):
+            found[peer] = {"1": found[peer]}
+    for name, value in found.items():
+        log(f"peer {name}: {json.dumps(value)[:300]}")
+    return found
+
+
 # --- 4. latency -------------------------------------------------------------------------------
 
 
@@ -804,8 +839,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"machine: {results['machine']['nproc']} CPUs, {results['machine']['cpu']}, "
         f"load {os.getloadavg()[0]:.2f}")
 
-    runners = {"ceiling": bench_ceiling, "rq": bench_raw_rq, "envoy": bench_envoy}
-    throughput = [phase for phase in runners if phase in args.only]
+    runners = {"ceiling": bench_ceiling, "rq": bench_raw_rq, "envoy": bench_envoy, "peers": bench_peers}
+    throughput = [phase for phase in runners if phase in args.only or (phase == "peers" and args.peers)]
     # Throughput phases run in interleaved rounds, so that a burst of load from
     # elsewhere on the machine hits one round of each rather than one phase.
     rounds: dict[str, list[dict]] = {phase: [] for phase in throughput}
@@ -864,7 +899,7 @@ def run_with_retry(runner: Callable[[argparse.Namespace], dict], args: argparse.
         return runner(args)
 
 
-RATE_KEYS = ("tps", "jobs_per_s", "transitions_per_s")
+RATE_KEYS = ("tps", "jobs_per_s", "transitions_per_s", "steps_per_s")
 
 
 def merge_rounds(rounds: list[Any]) -> Any:

@@ -263,11 +263,11 @@ def resolve_blocking_job(job_id: JobId, wait_id: str, value: Any = None) -> None
         )
     check_payload(value, f"value for wait {wait_id!r} of job {pk}")
     # Refused before any lock when it can be: the loser of two answers never holds the job back.
-    found = Wait.objects.filter(job_id=pk, wait_id=wait_id).values_list("type", "status").first()
+    found = Wait.objects.filter(job_id=pk, wait_id=wait_id).values_list("type", "status", "job__parent_id").first()
     if found:
-        _check_event_wait(pk, wait_id, *found)
+        _check_event_wait(pk, wait_id, found[0], found[1])
     with aftercommit.atomic():
-        job = transitions.lock_family(pk)
+        job = transitions.lock_family(pk, found[2]) if found else transitions.lock_family(pk)
         if job is None:
             raise JobNotFoundError(f"no job {pk}")
         wait = Wait.objects.select_for_update().filter(job_id=job.pk, wait_id=wait_id).first()
@@ -300,15 +300,16 @@ def reply_to_escalation(
         )
     pk = _uuid(escalation_id, "escalation")
     replier, username = _replier(user, pk)
-    found = Escalation.objects.filter(pk=pk).values_list("job_id", "status", "replied_by_username").first()
+    found = (Escalation.objects.filter(pk=pk)
+             .values_list("job_id", "job__parent_id", "status", "replied_by_username").first())
     if found is None:
         raise EscalationNotFoundError(f"no escalation {pk}")
-    job_id, current, replied_by = found
+    job_id, parent_id, current, replied_by = found
     if current != EscalationStatus.PENDING:
         # Refused before any lock: the loser of two replies never holds the job back.
         raise _already_replied(pk, current, replied_by)
     with aftercommit.atomic():
-        job = transitions.lock_family(job_id)
+        job = transitions.lock_family(job_id, parent_id)
         if job is None:  # deleted since the look above
             raise EscalationNotFoundError(f"no escalation {pk}")
         escalation = Escalation.objects.select_for_update().get(pk=pk)

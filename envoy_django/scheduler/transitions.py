@@ -65,9 +65,17 @@ def lock(job_id: Any) -> Job | None:
     return Job.objects.select_for_update().filter(pk=job_id).first()
 
 
-def lock_family(job_id: Any) -> Job | None:
-    """Lock the job's parent, then the job: the one lock order used everywhere."""
-    parent_id = Job.objects.filter(pk=job_id).values_list("parent_id", flat=True).first()
+_UNKNOWN = object()
+
+
+def lock_family(job_id: Any, parent_id: Any = _UNKNOWN) -> Job | None:
+    """Lock the job's parent, then the job: the one lock order used everywhere.
+
+    ``parent_id``, if the caller read it already (a job's parent never
+    changes), saves looking it up.
+    """
+    if parent_id is _UNKNOWN:
+        parent_id = Job.objects.filter(pk=job_id).values_list("parent_id", flat=True).first()
     if parent_id:
         lock(parent_id)
     return lock(job_id)
@@ -450,10 +458,11 @@ def resolve_wait(
     """
     now = timezone.now()
     waits.record(wait, status, value=value, error=error, now=now)
-    if not resume or job.status != JobStatus.BLOCKING or waits.any_pending(job.pk):
+    if not resume or job.status != JobStatus.BLOCKING:
         return False
     values = dict(status=JobStatus.PENDING, updated_at=now, enqueued_at=now)
-    Job.objects.filter(pk=job.pk).update(**values)
+    if not Job.objects.filter(pk=job.pk).exclude(waits.pending_of_job()).update(**values):
+        return False  # another wait is still pending
     _assign(job, values)
     aftercommit.enqueue(job.pk)
     aftercommit.send(signals.job_resumed, job)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from django.db.models import Exists, OuterRef
+
 from envoy_django.models import Escalation, EscalationStatus, Wait, WaitStatus
 
 
@@ -21,8 +23,9 @@ def record(wait: Wait, status: str, *, value: Any = None, error: str = "", now: 
     wait.save(update_fields=["status", "value", "error", "resolved_at"])
 
 
-def any_pending(job_id: Any) -> bool:
-    return Wait.objects.filter(job_id=job_id, status=WaitStatus.PENDING).exists()
+def pending_of_job() -> Exists:
+    """For a Job queryset: the job has a pending wait (checked in the same statement as the write it guards)."""
+    return Exists(Wait.objects.filter(job_id=OuterRef("pk"), status=WaitStatus.PENDING))
 
 
 def cancel_open(job_ids: list[Any], now: dt.datetime) -> None:
