@@ -72,7 +72,7 @@ def spy_worker(flow: str, jobs: int, out: Path, seconds: int, log: Callable[[str
     if not Path(pyspy).exists():
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     run.reset_state()
-    run.schedule_many(flow, jobs)
+    run.schedule_batches(flow, jobs)
     handle = run.Workers()
     supervisor = handle.start(1, burst=True)
     try:
@@ -193,7 +193,7 @@ def claim_variants(jobs: int) -> dict[str, Callable[[], float]]:
 
     def drain() -> float:
         run.reset_state()
-        run.schedule_many("bench_one", jobs)
+        run.schedule_batches("bench_one", jobs)
         worker = get_worker()
         began = time.perf_counter()
         worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
