@@ -53,6 +53,15 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             hint="INSTALLED_APPS += ['django_rq'].",
             id="envoy_django.E006",
         ))
+    retention = user.get("RETENTION")
+    if retention is not None:
+        from envoy_django.exceptions import EnvoyError
+        from envoy_django.scheduler.retention import parse_age
+
+        try:
+            parse_age(retention, "ENVOY['RETENTION']")
+        except EnvoyError as exc:
+            errors.append(checks.Error(str(exc), hint="None (the default) keeps every row.", id="envoy_django.E008"))
     entry = envoy_queue_entry()
     if entry is not None and not is_json_serializer(entry.get("SERIALIZER", JSON_SERIALIZER)):
         errors.append(checks.Error(

@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CLAIMS": 10,
     # Largest input, output, data or reply accepted, in bytes of JSON.
     "MAX_PAYLOAD_BYTES": 1024 * 1024,
+    # Finished jobs older than this ("30d", "12h"...) are deleted by the sweep, a batch
+    # per sweep (envoy_purge does it by hand). None: keep every row forever.
+    "RETENTION": None,
 }
 
 NUMERIC_KEYS = (

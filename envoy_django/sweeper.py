@@ -24,9 +24,14 @@ log = logging.getLogger("envoy_django.sweep")
 
 
 def sweep_once() -> dict[str, Any] | None:
-    """One sweep; its counts, or None if it failed (logged)."""
+    """One sweep, and one retention batch if ENVOY["RETENTION"] is set; the counts, or None if it failed (logged)."""
     try:
-        return cleanup_orphaned_jobs()
+        counts = cleanup_orphaned_jobs()
+        if envoy_settings.RETENTION is not None:
+            from envoy_django.scheduler.retention import purge_finished
+
+            counts["purged"] = purge_finished(envoy_settings.RETENTION, max_batches=1).jobs
+        return counts
     except Exception:
         log.exception("sweep failed; will try again in %ss", envoy_settings.SWEEP_INTERVAL)
         connections.close_all()
