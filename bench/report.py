@@ -182,6 +182,16 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
                      + ("" if scale["jobs"] >= 1_000_000 else f" (at {scale['jobs']:,} jobs only)")))
     else:
         rows.append(("admin pages and sweep < 300 ms at 1,000,000 jobs, using indexes", "-", "n/a"))
+    purge = _get(results, "retention")
+    target = "purge under load: no row lock or sweep waits 1 s or more"
+    if purge:
+        worst = max(purge.get("row_lock_max_ms") or 0, purge.get("sweep_max_ms") or 0)
+        rows.append((target, f"{purge['purged_jobs']:,} jobs purged in {purge['seconds']} s; batches max "
+                     f"{purge['batch_max_ms']} ms; longest wait meanwhile {worst} ms"
+                     + ("" if purge["jobs"] >= 100_000 else f" (at {purge['jobs']:,} jobs only)"),
+                     verdict(worst < 1000)))
+    else:
+        rows.append((target, "-", "n/a"))
     mem = _get(results, "memory")
     if mem:
         first, last = mem["samples"][0], mem["samples"][-1]
@@ -264,6 +274,26 @@ def peers_markdown(peers: dict | None) -> list[str]:
     return out
 
 
+def retention_markdown(purge: dict | None) -> list[str]:
+    if not purge:
+        return []
+    return [
+        "## Retention", "",
+        f"`purge_finished(\"1d\")` (what `envoy_purge` runs) on a fresh dataset of {purge['jobs']:,} jobs and "
+        f"{purge['steps']:,} steps, while another thread sweeps and locks random job rows in short transactions "
+        "(bench/retention.py).", "",
+        "| | value |", "|---|---:|",
+        f"| jobs purged (with their steps, waits, escalations) | {purge['purged_jobs']:,} |",
+        f"| seconds | {purge['seconds']} ({_fmt(purge['jobs_per_s'])} jobs/s) |",
+        f"| batches; p50 / max ms each (its locks are held that long) | {purge['batches']}; "
+        f"{purge['batch_p50_ms']} / {purge['batch_max_ms']} |",
+        f"| meanwhile: sweeps; max ms | {purge['sweeps']}; {purge['sweep_max_ms']} |",
+        f"| meanwhile: row locks; p50 / max ms | {purge['row_locks']:,}; {purge['row_lock_p50_ms']} / "
+        f"{purge['row_lock_max_ms']} |",
+        f"| jobs left (unfinished, or with unfinished jobs below) | {purge['left']:,} |", "",
+    ]
+
+
 # --- markdown --------------------------------------------------------------------------
 
 
@@ -287,7 +317,7 @@ def markdown(results: dict) -> str:
     if loads:
         parts = ", ".join(f"{phase} {v.get('load_before')}->{v.get('load_after', '?')}" for phase, v in loads.items())
         out.append(f"- 1-minute load average before->after each phase: {parts} "
-                   f"(on {m.get('nproc')} CPUs; other engineers' test runs share the machine, so numbers are noisy)")
+                   f"(on {m.get('nproc')} CPUs, the benchmark's own processes included)")
     out.append("")
     out.append("## Throughput")
     out.append("")
@@ -383,6 +413,7 @@ def markdown(results: dict) -> str:
         out.append("")
         out += [f"- {incident}" for incident in results["incidents"]]
         out.append("")
+    out += retention_markdown(results.get("retention"))
     if loads:
         out.append("## Load during the run")
         out.append("")

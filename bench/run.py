@@ -50,6 +50,8 @@ What is measured (see bench/results/results.md for the numbers):
 5. scale (bench/scale.py): admin and API query shapes on a generated
    dataset (1,000,000 jobs, ~5,000,000 steps), with EXPLAIN.
 6. worker memory: VmRSS of one worker child process after 1,000 and 20,000 jobs.
+7. retention (bench/retention.py): envoy_purge's batches on a fresh
+   100,000-job dataset while a sweep and short row locks keep going.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ if str(ROOT) not in sys.path:
 
 from envoy_django.testing.processes import WorkerProcesses, wait_until  # noqa: E402  (after the path)
 
-PHASES = ("ceiling", "rq", "envoy", "latency", "memory", "scale")
+PHASES = ("ceiling", "rq", "envoy", "latency", "memory", "scale", "retention")
 RAW_QUEUE = "bench-raw"
 
 
@@ -102,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale-jobs", type=int, default=1_000_000, help="jobs in the scale dataset (0: skip)")
     parser.add_argument("--steps-per-job", type=int, default=5, help="average Step rows per job in the dataset")
     parser.add_argument("--regenerate", action="store_true", help="rebuild the scale dataset even if cached")
+    parser.add_argument("--purge-jobs", type=int, default=100_000,
+                        help="jobs in the retention phase's dataset, purged under load (0: skip)")
     parser.add_argument("--repeat", type=int, default=5, help="timed repetitions per scale query shape")
     parser.add_argument("--quick", action="store_true",
                         help="small sizes for trying it out: 300 jobs, 100 samples, 200/2000 jobs, 50,000-job dataset")
@@ -123,12 +127,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.latency_samples = min(args.latency_samples, 100)
         args.memory_jobs = "200,1000,2000"
         args.scale_jobs = min(args.scale_jobs, 50_000)
+        args.purge_jobs = min(args.purge_jobs, 20_000)
         args.rounds = 1
     if args.smoke:
         args.jobs = min(args.jobs, 200)
         args.latency_samples = min(args.latency_samples, 20)
         args.memory_jobs = "100,200"
         args.scale_jobs = min(args.scale_jobs, 2_000)
+        args.purge_jobs = min(args.purge_jobs, 2_000)
         args.repeat = 1
         args.rounds = 1
         args.peers = True  # so the peers' scripts cannot rot either
@@ -853,8 +859,10 @@ def main(argv: list[str] | None = None) -> int:
             load.end(label)
             results[phase] = merge_rounds(rounds[phase])
             write_outputs(results, out)
-    for phase, runner in (("latency", bench_latency), ("memory", bench_memory), ("scale", None)):
-        if phase not in args.only or (phase == "scale" and args.scale_jobs <= 0):
+    for phase, runner in (("latency", bench_latency), ("memory", bench_memory), ("scale", None),
+                          ("retention", None)):
+        if phase not in args.only or (phase == "scale" and args.scale_jobs <= 0) or (
+                phase == "retention" and args.purge_jobs <= 0):
             continue
         log(f"--- {phase}")
         load.start(phase)
@@ -862,6 +870,10 @@ def main(argv: list[str] | None = None) -> int:
             from bench import scale
 
             results["scale"] = scale.run(args, log)
+        elif phase == "retention":
+            from bench import retention
+
+            results["retention"] = retention.run(args, log)
         else:
             results[phase] = runner(args)
         load.end(phase)
