@@ -60,3 +60,13 @@ def test_envoy_worker_burst_in_immediate_mode_sweeps_once():
     job_id = _due_job()
     call_command("envoy_worker", "--burst", verbosity=0)
     assert scheduler.get_job(job_id).status == "done"
+
+
+@pytest.mark.parametrize("queue", ["nope", "envoy-priority"])
+def test_envoy_worker_refuses_a_queue_rq_queues_lacks_naming_it(queue):
+    from django.core.management import CommandError
+    from django.test import override_settings
+
+    with override_settings(ENVOY={"EXECUTION": "rq"}), pytest.raises(CommandError) as raised:
+        call_command("envoy_worker", "--queue", queue, "--burst", verbosity=0)
+    assert f"no queue {queue!r} in RQ_QUEUES (configured: 'envoy')" in str(raised.value)

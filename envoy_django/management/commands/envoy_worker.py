@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from envoy_django.conf import envoy_settings
@@ -45,14 +46,16 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from exc
 
         queue = options["queue"] or envoy_settings.QUEUE
+        # The queue this worker serves, checked here: a child process would die on it with a traceback.
+        if queue not in (getattr(settings, "RQ_QUEUES", None) or {}):
+            known = ", ".join(map(repr, getattr(settings, "RQ_QUEUES", None) or {})) or "none"
+            raise CommandError(f"no queue {queue!r} in RQ_QUEUES (configured: {known})")
         try:
-            from envoy_django.dispatch.rq_queue import get_queue
+            import django_rq
 
-            get_queue().connection.ping()
+            django_rq.get_connection(queue).ping()
         except RedisConnectionError as exc:
             raise CommandError(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
-        except KeyError as exc:
-            raise CommandError(f"no queue {queue!r} in RQ_QUEUES") from exc
         Supervisor(options["concurrency"], options["queue"], options["burst"]).run()
 
     def _immediate(self, options: dict[str, Any]) -> None:
