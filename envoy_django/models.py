@@ -219,3 +219,27 @@ class Escalation(models.Model):
 
     def __str__(self) -> str:
         return f"escalation to {self.user} ({self.status})"
+
+
+class Schedule(models.Model):
+    """A cron schedule: a job of ``flow`` at every tick of ``cron`` in ``timezone`` (``scheduler.add_schedule``)."""
+
+    # Before the field named ``timezone``, which shadows django.utils.timezone from there on in this class body.
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    name = models.CharField(max_length=MAX_NAME, unique=True)
+    flow = models.CharField(max_length=MAX_NAME)
+    cron = models.CharField(max_length=200, help_text="Five fields: minute hour day-of-month month day-of-week.")
+    input = models.JSONField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC", help_text="The cron's time zone, e.g. Europe/Amsterdam.")
+    enabled = models.BooleanField(default=True)
+    next_run_at = models.DateTimeField(null=True, blank=True, help_text="The next tick; empty while paused.")
+    last_run_at = models.DateTimeField(null=True, blank=True, help_text="The tick of the last job.")
+    last_job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["next_run_at"], name="envoy_schedule_due", condition=Q(enabled=True))]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron}, {self.timezone})"

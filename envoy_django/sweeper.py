@@ -18,15 +18,20 @@ from typing import Any
 from django.db import close_old_connections, connections
 
 from envoy_django.conf import envoy_settings
+from envoy_django.scheduler.schedules import run_due_schedules
 from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
 
 log = logging.getLogger("envoy_django.sweep")
 
 
 def sweep_once() -> dict[str, Any] | None:
-    """One sweep, and one retention batch if ENVOY["RETENTION"] is set; the counts, or None if it failed (logged)."""
+    """One sweep, the due cron schedules, and one retention batch if ENVOY["RETENTION"] is set.
+
+    The counts, or None if it failed (logged).
+    """
     try:
         counts = cleanup_orphaned_jobs()
+        counts["scheduled"] = len(run_due_schedules())
         if envoy_settings.RETENTION is not None:
             from envoy_django.scheduler.retention import purge_finished
 

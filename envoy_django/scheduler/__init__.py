@@ -29,9 +29,11 @@ from envoy_django.scheduler.asyncapi import (
     aschedule,
     aschedule_many,
 )
+from envoy_django.scheduler.schedules import add_schedule, remove_schedule, run_due_schedules
 from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
 
 __all__ = [
+    "add_schedule",
     "acancel_job",
     "afail_job",
     "aget_job",
@@ -48,9 +50,11 @@ __all__ = [
     "get_job",
     "list_blocking_jobs",
     "list_escalations",
+    "remove_schedule",
     "reply_to_escalation",
     "resolve_blocking_job",
     "retry_job",
+    "run_due_schedules",
     "schedule",
     "schedule_many",
 ]

@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from envoy_django.exceptions import InvalidArgumentError
 from envoy_django.flow.values import short_repr
-from envoy_django.models import FINISHED_STATUSES, Escalation, Job, Step, Wait
+from envoy_django.models import FINISHED_STATUSES, Escalation, Job, Schedule, Step, Wait
 
 log = logging.getLogger("envoy_django.retention")
 
@@ -178,6 +178,7 @@ def _delete(doomed: list[Any]) -> None:
     Escalation.objects.filter(job_id__in=doomed).delete()
     Wait.objects.filter(job_id__in=doomed).delete()
     Wait.objects.filter(child_id__in=doomed).update(child=None)
+    Schedule.objects.filter(last_job_id__in=doomed).update(last_job=None)
     # The job rows themselves, in one statement: nothing else points at them any more, so
     # Django's collector (which would load every row to cascade in Python) has nothing to do.
     Job.objects.filter(pk__in=doomed)._raw_delete(Job.objects.db)
