@@ -53,6 +53,16 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             hint="INSTALLED_APPS += ['django_rq'].",
             id="envoy_django.E006",
         ))
+    if execution == "rq":
+        from envoy_django.registry import routed_queues
+
+        for flow, routed in sorted(routed_queues().items()):
+            if routed not in (getattr(settings, "RQ_QUEUES", None) or {}):
+                errors.append(checks.Error(
+                    f"flow {flow!r} is registered with queue {routed!r}, which RQ_QUEUES does not have.",
+                    hint=f"Add RQ_QUEUES[{routed!r}] and run envoy_worker --queue {routed} for it.",
+                    id="envoy_django.E009",
+                ))
     retention = user.get("RETENTION")
     if retention is not None:
         from envoy_django.exceptions import EnvoyError

@@ -18,11 +18,24 @@ if TYPE_CHECKING:
     from envoy_django.flow import StateFlow
 
 _flows: dict[str, StateFlow] = {}
+_queues: dict[str, str] = {}  # flow name -> the django-rq queue its messages go to, if not ENVOY["QUEUE"]
+MAX_QUEUE = 100
 
 
-def register(name: str, flow: StateFlow, *, replace: bool = False) -> StateFlow:
-    """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``."""
+def register(name: str, flow: StateFlow, *, replace: bool = False, queue: str | None = None) -> StateFlow:
+    """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``.
+
+    ``queue``: the django-rq queue every message of this flow goes to (its
+    start, retries, resumes and the sweep's re-sends), served by
+    ``envoy_worker --queue NAME``; by default ``ENVOY["QUEUE"]``.
+    """
     from envoy_django.flow import StateFlow
+
+    if queue is not None and (not isinstance(queue, str) or not queue or len(queue) > MAX_QUEUE):
+        raise FlowDefinitionError(
+            f"register({short_repr(name)}, ...): queue must be a queue name of at most {MAX_QUEUE} characters, "
+            f"got {short_repr(queue)}"
+        )
 
     if not isinstance(name, str) or not name or len(name) > MAX_NAME or find_invalid(name, text=True):
         raise FlowDefinitionError(
@@ -35,11 +48,26 @@ def register(name: str, flow: StateFlow, *, replace: bool = False) -> StateFlow:
             f"a different flow is already registered as {name!r}; pass replace=True to swap it"
         )
     _flows[name] = flow
+    if queue is None:
+        _queues.pop(name, None)
+    else:
+        _queues[name] = queue
     return flow
 
 
 def unregister(name: str) -> None:
     _flows.pop(name, None)
+    _queues.pop(name, None)
+
+
+def queue_of(name: str) -> str | None:
+    """The queue registered for flow ``name``, or None for ENVOY["QUEUE"]."""
+    return _queues.get(name)
+
+
+def routed_queues() -> dict[str, str]:
+    """Flow name -> queue, for the flows registered with one."""
+    return dict(_queues)
 
 
 def get_flow(name: str) -> StateFlow:

@@ -77,23 +77,22 @@ class EnvoyWorker(SimpleWorker):
         super().request_stop(signum, frame)
 
 
-def get_worker(queue_name: str | None = None, **kwargs: Any) -> EnvoyWorker:
+def _queues(queue_names: list[str] | None) -> list[Any]:
+    """The queues to serve, in priority order (default: ENVOY["QUEUE"])."""
     from envoy_django.dispatch.rq_queue import get_queue
 
-    queue = get_queue() if queue_name is None else _named_queue(queue_name)
-    return EnvoyWorker([queue], connection=queue.connection, serializer=JSONSerializer, **kwargs)
+    return [get_queue(name) for name in queue_names] if queue_names else [get_queue()]
 
 
-def _named_queue(name: str) -> Any:
-    import django_rq
+def get_worker(queue_names: list[str] | None = None, **kwargs: Any) -> EnvoyWorker:
+    queues = _queues(queue_names)
+    return EnvoyWorker(queues, connection=queues[0].connection, serializer=JSONSerializer, **kwargs)
 
-    return django_rq.get_queue(name, serializer=JSONSerializer, default_timeout=-1)
 
-
-def work(queue_name: str | None = None, *, burst: bool = False, with_scheduler: bool = True) -> None:
-    """Run one worker in this process until stopped (or the queue is empty, with ``burst``)."""
+def work(queue_names: list[str] | None = None, *, burst: bool = False, with_scheduler: bool = True) -> None:
+    """Run one worker in this process until stopped (or its queues are empty, with ``burst``)."""
     _stop.clear()
-    worker = get_worker(queue_name)
+    worker = get_worker(queue_names)
     worker.work(burst=burst, with_scheduler=with_scheduler, logging_level=logging.getLevelName(log.getEffectiveLevel()))
 
 
@@ -108,9 +107,9 @@ class Supervisor:
     QUICK_EXIT = 1.0  # a worker that dies sooner than this after its start is restarted with a backoff
     MAX_RESTART_DELAY = 5.0
 
-    def __init__(self, concurrency: int, queue_name: str | None = None, burst: bool = False) -> None:
+    def __init__(self, concurrency: int, queue_names: list[str] | None = None, burst: bool = False) -> None:
         self.concurrency = concurrency
-        self.queue_name = queue_name
+        self.queue_names = queue_names
         self.burst = burst
         self.children: list[ForkProcess] = []
         self.stopping = False
@@ -124,7 +123,7 @@ class Supervisor:
 
     def _spawn(self, slot: int) -> ForkProcess:
         connections.close_all()  # never share a database socket with a child
-        process = self._context.Process(target=_child_main, args=(self.queue_name, self.burst), daemon=False)
+        process = self._context.Process(target=_child_main, args=(self.queue_names, self.burst), daemon=False)
         # The child must never run the supervisor's signal handler it inherits: a SIGTERM
         # arriving before RQ installed its own was swallowed there, and the warm shutdown
         # then waited forever. Held here, it reaches the child once _child_main is ready.
@@ -217,10 +216,8 @@ class Supervisor:
             if self._scheduler is None:
                 from rq.scheduler import RQScheduler
 
-                from envoy_django.dispatch.rq_queue import get_queue
-
-                queue = get_queue() if self.queue_name is None else _named_queue(self.queue_name)
-                self._scheduler = RQScheduler([queue], connection=queue.connection, serializer=JSONSerializer,
+                queues = _queues(self.queue_names)
+                self._scheduler = RQScheduler(queues, connection=queues[0].connection, serializer=JSONSerializer,
                                               logging_level=log.getEffectiveLevel())
             scheduler = self._scheduler
             if not scheduler.acquired_locks:
@@ -249,8 +246,8 @@ class Supervisor:
         sweep_once()
 
 
-def _child_main(queue_name: str | None, burst: bool) -> None:
+def _child_main(queue_names: list[str] | None, burst: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor relays Ctrl+C as SIGTERM
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until RQ installs its warm shutdown: nothing to finish yet
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)  # see Supervisor._spawn
-    work(queue_name, burst=burst, with_scheduler=False)  # the supervisor runs RQ's scheduler
+    work(queue_names, burst=burst, with_scheduler=False)  # the supervisor runs RQ's scheduler

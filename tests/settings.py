@@ -64,7 +64,10 @@ else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
 if REDIS_URL:
-    RQ_QUEUES = {"envoy": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}}
+    RQ_QUEUES = {
+        "envoy": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1},
+        "envoy-priority": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1},  # for flows registered with queue=
+    }
 else:
     import fakeredis
 
@@ -81,7 +84,7 @@ else:
             },
         },
     }
-    RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}}
+    RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}, "envoy-priority": {"USE_REDIS_CACHE": "envoy-redis"}}
 
 # Worker processes started by tests read their ENVOY settings from these.
 ENVOY = {

@@ -17,8 +17,10 @@ from envoy_django.conf import envoy_settings
 
 
 class Dispatcher(Protocol):
-    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None]]) -> None:
-        """Hand each ``(job_id, at)`` to a worker, to run at ``at`` (now if None), in as few round trips as it can.
+    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None, str | None]]) -> None:
+        """Hand each ``(job_id, at, queue)`` to a worker, to run at ``at`` (now if None), in few round trips.
+
+        ``queue``: the flow's queue (``register(..., queue=...)``), None for ENVOY["QUEUE"].
 
         May raise: the caller logs it, and counts them all as not sent (the
         sweep sends them again; a duplicate message is harmless).

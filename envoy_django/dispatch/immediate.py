@@ -29,9 +29,9 @@ class ImmediateDispatcher(threading.local):
         # Set by a sweeper process (envoy_worker in this mode) for its warm shutdown.
         self.should_stop: Callable[[], bool] | None = None
 
-    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None]]) -> None:
+    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None, str | None]]) -> None:
         now = timezone.now()
-        self.queue.extend(job_id for job_id, at in jobs if at is None or at <= now)  # later: the sweep's
+        self.queue.extend(job_id for job_id, at, _ in jobs if at is None or at <= now)  # later: the sweep's
 
     def run_enqueued(self) -> None:
         if self.running:

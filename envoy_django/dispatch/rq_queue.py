@@ -33,19 +33,19 @@ PERFORM = "envoy_django.worker.perform"
 _queues: dict[tuple[int, str], Any] = {}
 
 
-def get_queue() -> Any:
-    """The Envoy queue, one per process: its Redis connection pool is reused by every enqueue.
+def get_queue(name: str | None = None) -> Any:
+    """The queue ``name`` (default ENVOY["QUEUE"]), one per process: its Redis connection pool is reused.
 
     django-rq builds a new Redis client (a new connection, and its handshake)
     on every ``get_queue()``; per enqueue that was most of ``schedule()``.
     """
-    key = (os.getpid(), envoy_settings.QUEUE)  # a forked process builds its own
+    name = name or envoy_settings.QUEUE
+    key = (os.getpid(), name)  # a forked process builds its own
     queue = _queues.get(key)
     if queue is None:
         import django_rq
 
-        queue = _queues[key] = django_rq.get_queue(envoy_settings.QUEUE, serializer=JSONSerializer,
-                                                   default_timeout=-1)
+        queue = _queues[key] = django_rq.get_queue(name, serializer=JSONSerializer, default_timeout=-1)
     return queue
 
 
@@ -56,21 +56,29 @@ def _forget_queues(setting: str, **kwargs: Any) -> None:
 
 
 class RQDispatcher:
-    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None]]) -> None:
-        queue = get_queue()
-        now = timezone.now()
-        due = [job_id for job_id, at in jobs if at is None or at <= now]
-        if len(due) == 1:
-            queue.enqueue(PERFORM, due[0], job_timeout=-1, **_options(due[0]))
-        elif due:  # one pipeline for the lot (schedule_many, a sweep)
-            queue.enqueue_many([queue.prepare_data(PERFORM, [job_id], timeout=-1, **_options(job_id))
-                                for job_id in due])
-        for job_id, at in jobs:
-            if at is not None and at > now:
-                queue.enqueue_at(at, PERFORM, job_id, job_timeout=-1, **_options(job_id))
+    def enqueue(self, jobs: Sequence[tuple[str, dt.datetime | None, str | None]]) -> None:
+        by_queue: dict[str | None, list[tuple[str, dt.datetime | None]]] = {}
+        for job_id, at, queue_name in jobs:
+            by_queue.setdefault(queue_name, []).append((job_id, at))
+        for queue_name, messages in by_queue.items():
+            _enqueue(get_queue(queue_name), messages)
 
     def run_enqueued(self) -> None:
         """Workers run the jobs."""
+
+
+def _enqueue(queue: Any, messages: list[tuple[str, dt.datetime | None]]) -> None:
+    """Due messages in one pipeline when there are several; delayed ones to RQ's scheduled registry."""
+    now = timezone.now()
+    due = [job_id for job_id, at in messages if at is None or at <= now]
+    if len(due) == 1:
+        queue.enqueue(PERFORM, due[0], job_timeout=-1, **_options(due[0]))
+    elif due:  # one pipeline for the lot (schedule_many, a sweep)
+        queue.enqueue_many([queue.prepare_data(PERFORM, [job_id], timeout=-1, **_options(job_id))
+                            for job_id in due])
+    for job_id, at in messages:
+        if at is not None and at > now:
+            queue.enqueue_at(at, PERFORM, job_id, job_timeout=-1, **_options(job_id))
 
 
 def _options(job_id: str) -> dict[str, Any]:

@@ -41,7 +41,7 @@ log = logging.getLogger("envoy_django.aftercommit")
 @dataclass
 class _Staged:
     depth: int = 0  # atomic() blocks open in this thread
-    jobs: list[tuple[str, dt.datetime | None]] = field(default_factory=list)
+    jobs: list[tuple[str, dt.datetime | None, str | None]] = field(default_factory=list)  # id, at, queue
     signals: list[tuple[Signal, Any, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -91,10 +91,12 @@ def atomic(*, one_statement: bool = False) -> Iterator[None]:
         transaction.on_commit(flush, robust=True)
 
 
-def enqueue(job_id: Any, at: dt.datetime | None = None) -> None:
-    """Hand the job to a worker after the commit (at ``at``, if given)."""
+def enqueue(job_id: Any, at: dt.datetime | None = None, *, flow: str) -> None:
+    """Hand the job (of ``flow``) to a worker after the commit (at ``at``, if given), on its flow's queue."""
+    from envoy_django.registry import queue_of
+
     _require_atomic()
-    transaction.on_commit(partial(_stage_job, str(job_id), at))
+    transaction.on_commit(partial(_stage_job, str(job_id), at, queue_of(flow)))
 
 
 def send(signal: Signal, job: Any, **kwargs: Any) -> None:
@@ -111,8 +113,8 @@ def _require_atomic() -> None:
         raise RuntimeError("envoy_django: job changes must run inside aftercommit.atomic()")
 
 
-def _stage_job(job_id: str, at: dt.datetime | None) -> None:
-    _staged().jobs.append((job_id, at))
+def _stage_job(job_id: str, at: dt.datetime | None, queue: str | None) -> None:
+    _staged().jobs.append((job_id, at, queue))
 
 
 def _stage_signal(signal: Signal, job: Any, kwargs: dict[str, Any]) -> None:
@@ -131,7 +133,7 @@ def flush() -> None:
         try:
             dispatcher.enqueue(jobs)
         except Exception as exc:  # Redis down: the sweep sends them again
-            failed = [job_id for job_id, _ in jobs]
+            failed = [job_id for job_id, _, _ in jobs]
             log.warning(
                 "could not hand %d job(s) to a worker (%s: %s); the sweep sends them again: %s",
                 len(failed), type(exc).__name__, exc, ", ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""),

@@ -110,7 +110,7 @@ def create(
         updated_at=now,
         enqueued_at=now,
     )
-    aftercommit.enqueue(job.pk, run_after)
+    aftercommit.enqueue(job.pk, run_after, flow=name)
     aftercommit.send(signals.job_scheduled, job)
     return job
 
@@ -129,7 +129,7 @@ def create_many(
         batch_size=1000,
     )
     for job in rows:
-        aftercommit.enqueue(job.pk, job.run_after)
+        aftercommit.enqueue(job.pk, job.run_after, flow=job.flow)
         aftercommit.send(signals.job_scheduled, job)
     return rows
 
@@ -311,7 +311,7 @@ class Held:
             run_after=run_after, error=error, error_type=error_type, traceback=traceback,
             updated_at=now, enqueued_at=now,
         )
-        aftercommit.enqueue(self.job.pk, run_after)
+        aftercommit.enqueue(self.job.pk, run_after, flow=self.job.flow)
 
     def count_attempt(self, attempt: int) -> None:
         self._fence(attempts=attempt, updated_at=timezone.now())
@@ -326,7 +326,7 @@ class Held:
         now = timezone.now()
         self._fence(status=JobStatus.PENDING, claims=max(self.job.claims - 1, 0), lease_owner="",
                     lease_expires_at=None, updated_at=now, enqueued_at=now)
-        aftercommit.enqueue(self.job.pk)
+        aftercommit.enqueue(self.job.pk, flow=self.job.flow)
 
     def back_off(self, delay: float, *, counts: bool) -> None:
         """The run broke off on a database error: pending again, to run in ``delay`` seconds.
@@ -343,7 +343,7 @@ class Held:
         if not counts:
             values["claims"] = max(self.job.claims - 1, 0)
         self._fence(**values)
-        aftercommit.enqueue(self.job.pk, run_after)
+        aftercommit.enqueue(self.job.pk, run_after, flow=self.job.flow)
 
     def finish(self, status: str, **kwargs: Any) -> None:
         """End the job (the caller locked the parent first: ``lock_parent``)."""
@@ -464,7 +464,7 @@ def resolve_wait(
     if not Job.objects.filter(pk=job.pk).exclude(waits.pending_of_job()).update(**values):
         return False  # another wait is still pending
     _assign(job, values)
-    aftercommit.enqueue(job.pk)
+    aftercommit.enqueue(job.pk, flow=job.flow)
     aftercommit.send(signals.job_resumed, job)
     return True
 
@@ -478,7 +478,7 @@ def retry_failed(job: Job) -> None:
     )
     Job.objects.filter(pk=job.pk).update(**values)
     _assign(job, values)
-    aftercommit.enqueue(job.pk)
+    aftercommit.enqueue(job.pk, flow=job.flow)
 
 
 # --- the sweep's writes --------------------------------------------------------------
@@ -489,7 +489,7 @@ def requeue_expired_leases(now: dt.datetime, limit: int) -> int:
     jobs = list(
         Job.objects.select_for_update(skip_locked=True)
         .filter(status=JobStatus.RUNNING, lease_expires_at__lt=now)
-        .only("pk", "lease_owner")[:limit]
+        .only("pk", "lease_owner", "flow")[:limit]
     )
     for job in jobs:
         log.warning("job %s: lease of %s expired; sending it again", job.pk, job.lease_owner)
@@ -498,8 +498,8 @@ def requeue_expired_leases(now: dt.datetime, limit: int) -> int:
         Job.objects.filter(pk__in=ids).update(
             status=JobStatus.PENDING, lease_owner="", lease_expires_at=None, updated_at=now, enqueued_at=now
         )
-        for job_id in ids:
-            aftercommit.enqueue(job_id)
+        for job in jobs:
+            aftercommit.enqueue(job.pk, flow=job.flow)
     return len(ids)
 
 
@@ -517,16 +517,16 @@ def resend_unclaimed(now: dt.datetime, bound: float, limit: int, *, due_now: boo
     )
     if due_now:
         unclaimed |= Q(run_after__lte=now)
-    ids = list(
+    found = list(
         Job.objects.select_for_update(skip_locked=True)
         .filter(unclaimed, status=JobStatus.PENDING)
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", "flow")[:limit]
     )
-    if ids:
-        Job.objects.filter(pk__in=ids).update(enqueued_at=now)
-        for job_id in ids:
-            aftercommit.enqueue(job_id)
-    return len(ids)
+    if found:
+        Job.objects.filter(pk__in=[pk for pk, _ in found]).update(enqueued_at=now)
+        for job_id, flow in found:
+            aftercommit.enqueue(job_id, flow=flow)
+    return len(found)
 
 
 def renew_leases(held: dict[str, str]) -> None:

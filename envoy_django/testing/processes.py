@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -56,9 +56,12 @@ class WorkerProcesses:
         self.processes: list[subprocess.Popen[Any]] = []
 
     def start(self, concurrency: int = 1, *, burst: bool = False, verbosity: int = 0,
-              extra_env: Mapping[str, str] | None = None, name: str | None = None) -> subprocess.Popen[Any]:
+              extra_env: Mapping[str, str] | None = None, name: str | None = None,
+              queues: Sequence[str] = ()) -> subprocess.Popen[Any]:
         command = [sys.executable, "-m", "django", "envoy_worker", "--concurrency", str(concurrency),
                    "--settings", self.settings, "-v", str(verbosity)]
+        for queue in queues:
+            command += ["--queue", queue]
         if burst:
             command.append("--burst")
         out: IO[bytes] | None = None

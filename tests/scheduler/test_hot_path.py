@@ -128,7 +128,7 @@ def test_a_one_statement_block_that_raises_sends_nothing():
     try:
         with pytest.raises(RuntimeError), aftercommit.atomic(one_statement=True):
             aftercommit.send(signals.job_done, "a job")
-            aftercommit.enqueue("00000000-0000-0000-0000-000000000000")
+            aftercommit.enqueue("00000000-0000-0000-0000-000000000000", flow="hello")
             raise RuntimeError("the statement failed")
         with aftercommit.atomic(one_statement=True):
             aftercommit.send(signals.job_done, "the next job")

@@ -62,11 +62,12 @@ def test_envoy_worker_burst_in_immediate_mode_sweeps_once():
     assert scheduler.get_job(job_id).status == "done"
 
 
-@pytest.mark.parametrize("queue", ["nope", "envoy-priority"])
-def test_envoy_worker_refuses_a_queue_rq_queues_lacks_naming_it(queue):
+@pytest.mark.parametrize("queues", [["nope"], ["envoy", "elsewhere"]])
+def test_envoy_worker_refuses_a_queue_rq_queues_lacks_naming_it(queues):
     from django.core.management import CommandError
     from django.test import override_settings
 
+    args = [arg for queue in queues for arg in ("--queue", queue)]
     with override_settings(ENVOY={"EXECUTION": "rq"}), pytest.raises(CommandError) as raised:
-        call_command("envoy_worker", "--queue", queue, "--burst", verbosity=0)
-    assert f"no queue {queue!r} in RQ_QUEUES (configured: 'envoy')" in str(raised.value)
+        call_command("envoy_worker", *args, "--burst", verbosity=0)
+    assert f"no queue {queues[-1]!r} in RQ_QUEUES (configured: 'envoy', 'envoy-priority')" in str(raised.value)

@@ -144,7 +144,8 @@ def test_the_app_gives_the_envoy_queue_rqs_json_serializer():
 
 
 def test_a_site_that_sets_another_serializer_for_the_envoy_queue_gets_an_error():
-    queues = {"envoy": {"URL": "redis://127.0.0.1:6379/9", "SERIALIZER": "rq.serializers.DefaultSerializer"}}
+    queues = {"envoy": {"URL": "redis://127.0.0.1:6379/9", "SERIALIZER": "rq.serializers.DefaultSerializer"},
+              "envoy-priority": {"URL": "redis://127.0.0.1:6379/9"}}  # the test flows' other queue
     with override_settings(RQ_QUEUES=queues, ENVOY={"EXECUTION": "rq"}):
         (error,) = check_envoy_settings()
     assert error.id == "envoy_django.E007" and "DefaultSerializer" in error.msg and "JSON" in error.hint

@@ -38,6 +38,8 @@ def _double(ctx):
 
 
 register("child", StateFlow([{"name": "Double", "on_state": _double}]))
+# The same flow with its messages on another queue (register(..., queue=)).
+register("urgent_child", StateFlow([{"name": "Double", "on_state": _double}]), queue="envoy-priority")
 
 
 def _spawn_two(ctx):

@@ -87,3 +87,11 @@ def test_sigterm_finishes_the_transition_in_flight_then_hands_the_job_back(worke
     assert list(Step.objects.filter(job_id=job_id).order_by("pk").values_list("state", flat=True)) == [
         "Before", "Slow", "After",
     ]
+
+
+def test_a_worker_on_several_queues_runs_the_routed_flows_and_the_rest(workers):
+    workers.start(queues=["envoy-priority", "envoy"])
+    ids = [scheduler.schedule("urgent_child", 2), scheduler.schedule("child", 3)]
+    ids += scheduler.schedule_many([("urgent_child", i) for i in range(5)])
+    wait_until(_all_finished(ids), what="the jobs of both queues to finish")
+    assert [scheduler.get_job(job_id).output for job_id in ids[:2]] == [4, 6]

@@ -1,4 +1,4 @@
-"""``manage.py envoy_worker [--concurrency N] [--burst] [--queue NAME]``.
+"""``manage.py envoy_worker [--concurrency N] [--burst] [--queue NAME ...]``.
 
 In ``rq`` mode: N RQ worker processes on the Envoy queue, RQ's scheduler
 and the recovery sweep. In ``immediate`` mode (no Redis): the recovery
@@ -29,7 +29,9 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, default=1, help="Worker processes to run (default 1; rq mode).")
         parser.add_argument("--burst", action="store_true",
                             help="Exit when the queue is empty (immediate mode: after one sweep).")
-        parser.add_argument("--queue", default=None, help="django-rq queue name (default ENVOY['QUEUE']; rq mode).")
+        parser.add_argument("--queue", action="append", default=None, dest="queues", metavar="NAME",
+                            help="a django-rq queue to serve; repeat it for several, in priority order "
+                                 "(default ENVOY['QUEUE']; rq mode; they must share one Redis)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
@@ -45,23 +47,25 @@ class Command(BaseCommand):
         except ImportError as exc:
             raise CommandError(str(exc)) from exc
 
-        queue = options["queue"] or envoy_settings.QUEUE
-        # The queue this worker serves, checked here: a child process would die on it with a traceback.
-        if queue not in (getattr(settings, "RQ_QUEUES", None) or {}):
-            known = ", ".join(map(repr, getattr(settings, "RQ_QUEUES", None) or {})) or "none"
-            raise CommandError(f"no queue {queue!r} in RQ_QUEUES (configured: {known})")
-        try:
-            import django_rq
+        queues = options["queues"] or [envoy_settings.QUEUE]
+        # The queues this worker serves, checked here: a child process would die on them with a traceback.
+        configured = getattr(settings, "RQ_QUEUES", None) or {}
+        for queue in queues:
+            if queue not in configured:
+                known = ", ".join(map(repr, configured)) or "none"
+                raise CommandError(f"no queue {queue!r} in RQ_QUEUES (configured: {known})")
+            try:
+                import django_rq
 
-            django_rq.get_connection(queue).ping()
-        except RedisConnectionError as exc:
-            raise CommandError(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
-        Supervisor(options["concurrency"], options["queue"], options["burst"]).run()
+                django_rq.get_connection(queue).ping()
+            except RedisConnectionError as exc:
+                raise CommandError(f"cannot reach Redis for queue {queue!r}: {exc}") from exc
+        Supervisor(options["concurrency"], options["queues"], options["burst"]).run()
 
     def _immediate(self, options: dict[str, Any]) -> None:
         from envoy_django.sweeper import Sweeper, sweep_once
 
-        if options["concurrency"] != 1 or options["queue"]:
+        if options["concurrency"] != 1 or options["queues"]:
             log.warning("ENVOY['EXECUTION'] is 'immediate': --concurrency and --queue do not apply")
         if options["burst"]:
             sweep_once()
