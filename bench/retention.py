@@ -23,8 +23,6 @@ LONG_LOCK_S = 1.0  # a wait this long on a row the purge holds would be felt by 
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
-    from django.db import connections
-
     from bench import scale
     from bench.run import libpq_dsn, recreate_database
     from bench.settings import bench_db_name
@@ -33,15 +31,8 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     recreate_database(name)
     dataset = argparse.Namespace(scale_jobs=args.purge_jobs, regenerate=True)
     info = scale.ensure_dataset(libpq_dsn(name), dataset, log)
-    default = connections["default"]
-    previous = default.settings_dict["NAME"]
-    connections.close_all()
-    default.settings_dict["NAME"] = name
-    try:
+    with scale.using_database(name):
         result = _purge_under_load(log)
-    finally:
-        connections.close_all()
-        default.settings_dict["NAME"] = previous
     return {"jobs": info["jobs"], "steps": info["steps"], "database": name, **result}
 
 

@@ -26,7 +26,8 @@ import datetime as dt
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from bench.flows import SCALE_FLOWS as FLOWS  # registered, like a real project's flows
@@ -146,7 +147,6 @@ TABLES = "envoy_django_step, envoy_django_wait, envoy_django_escalation, envoy_d
 
 def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
     """Make sure the dataset exists, switch Django to it, time every shape; switch back."""
-    from django.db import connections
 
     from bench.run import libpq_dsn, recreate_database
     from bench.settings import bench_db_name
@@ -154,16 +154,25 @@ def run(args: Any, log: Callable[[str], None]) -> dict[str, Any]:
     name = f"{bench_db_name()}_scale_{args.scale_jobs}"
     recreate_database(name, keep=True)
     info = ensure_dataset(libpq_dsn(name), args, log)
+    with using_database(name):
+        shapes, notes = measure_all(args, log)
+    return {**info, "database": name, "shapes": shapes, "notes": notes}
+
+
+@contextmanager
+def using_database(name: str) -> Iterator[None]:
+    """Point Django's default connection at database ``name`` for the block."""
+    from django.db import connections
+
     default = connections["default"]
     previous = default.settings_dict["NAME"]
     connections.close_all()
     default.settings_dict["NAME"] = name
     try:
-        shapes, notes = measure_all(args, log)
+        yield
     finally:
         connections.close_all()
         default.settings_dict["NAME"] = previous
-    return {**info, "database": name, "shapes": shapes, "notes": notes}
 
 
 # --- the dataset -------------------------------------------------------------------------

@@ -28,13 +28,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from envoy_django.exceptions import InvalidArgumentError
 from envoy_django.flow.values import short_repr
 from envoy_django.models import FINISHED_STATUSES, Escalation, Job, Schedule, Step, Wait
+from envoy_django.scheduler.locks import lock_timeout, try_advisory_lock
 
 log = logging.getLogger("envoy_django.retention")
 
@@ -112,7 +113,7 @@ def _batch(cutoff: dt.datetime, statuses: tuple[str, ...], flow: str | None, siz
            dry_run: bool) -> tuple[Purged | None, Key | None]:
     """One transaction: the next ``size`` candidates after ``after``; what went, and where the next batch starts."""
     with transaction.atomic():
-        if not _try_lock():
+        if not try_advisory_lock(_LOCK_KEY):
             return None, None
         # created_at <= finished_at, so the created_at condition only lets the index do the ordering.
         candidates = Job.objects.filter(
@@ -143,7 +144,7 @@ def _families(roots: list[Any]) -> tuple[list[Any], set[Any]]:
     A root may sit below another root of the same batch; the family is the
     one of the topmost of them, so a job is never deleted from under a kept one.
     """
-    _lock_timeout(LOCK_WAIT)
+    lock_timeout(LOCK_WAIT)
     parent_of: dict[Any, Any] = {}
     unfinished: set[Any] = set()
     seen = set(roots)
@@ -182,19 +183,3 @@ def _delete(doomed: list[Any]) -> None:
     # The job rows themselves, in one statement: nothing else points at them any more, so
     # Django's collector (which would load every row to cascade in Python) has nothing to do.
     Job.objects.filter(pk__in=doomed)._raw_delete(Job.objects.db)
-
-
-def _try_lock() -> bool:
-    if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_LOCK_KEY])
-        return bool(cursor.fetchone()[0])
-
-
-def _lock_timeout(seconds: float) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{int(seconds * 1000)}ms"])
-
-

@@ -24,12 +24,12 @@ import datetime as dt
 import logging
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from envoy_django.conf import envoy_settings
 from envoy_django.models import Job, Wait, WaitStatus
 from envoy_django.scheduler import aftercommit, transitions
+from envoy_django.scheduler.locks import try_advisory_lock
 
 log = logging.getLogger("envoy_django.sweep")
 
@@ -46,7 +46,7 @@ def cleanup_orphaned_jobs() -> dict[str, Any]:
     """
     counts: dict[str, Any] = {"expired_leases": 0, "requeued": 0, "timed_out_waits": 0, "skipped": False}
     with aftercommit.atomic():
-        if not _try_lock():
+        if not try_advisory_lock(_LOCK_KEY):
             counts["skipped"] = True
             return counts
         now = timezone.now()
@@ -58,14 +58,6 @@ def cleanup_orphaned_jobs() -> dict[str, Any]:
     if counts["expired_leases"] or counts["requeued"] or counts["timed_out_waits"]:
         log.info("sweep: %s", counts)
     return counts
-
-
-def _try_lock() -> bool:
-    if connection.vendor != "postgresql":
-        return True  # SQLite serializes writers anyway
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_LOCK_KEY])
-        return bool(cursor.fetchone()[0])
 
 
 def _expire_waits(now: dt.datetime) -> int:

@@ -39,6 +39,7 @@ from envoy_django.models import FINISHED_STATUSES, Job, JobStatus, Step, Wait, W
 from envoy_django.payloads import storable_text
 from envoy_django.scheduler import aftercommit, statements, waits
 from envoy_django.scheduler.failures import log_failed
+from envoy_django.scheduler.locks import lock_timeout
 
 log = logging.getLogger("envoy_django.executor")
 
@@ -180,7 +181,7 @@ def _claim_at_once(job_id: Any, owner: str) -> Held | None:
 def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
     with aftercommit.atomic():
         if wait:
-            _lock_timeout(CLAIM_LOCK_WAIT)
+            lock_timeout(CLAIM_LOCK_WAIT)
         job = Job.objects.select_for_update(skip_locked=not wait).filter(pk=job_id).first()
         if job is None:
             # Held by another transaction: if it is a pending job, that
@@ -216,12 +217,6 @@ def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
         if first_start:
             aftercommit.send(signals.job_started, job)
         return Held(job, owner)
-
-
-def _lock_timeout(seconds: float) -> None:
-    if connection.vendor == "postgresql":  # SQLite has no row locks; its busy timeout bounds the wait
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{int(seconds * 1000)}ms"])
 
 
 def _fail_poison(job_id: Any, owner: str) -> None:
