@@ -179,3 +179,19 @@ def test_a_job_another_transaction_holds_is_skipped_not_waited_for():
         release.set()
         thread.join(30)
     assert purge_finished("30d").jobs == 1  # the next run takes it
+
+
+def test_a_purge_that_dies_mid_batch_deletes_nothing_of_it(monkeypatch):
+    parent, child = _family()
+    scheduler.cancel_job(parent)
+    _age(parent)
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed after the steps went")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Escalation.objects, "filter", dies)  # the second delete of the batch
+        with pytest.raises(RuntimeError):
+            purge_finished("30d")
+    assert Job.objects.count() == 2 and Step.objects.filter(job_id__in=[parent, child]).exists()
+    assert purge_finished("30d").jobs == 2

@@ -130,3 +130,33 @@ def test_redis_down_after_the_commit_leaves_the_batch_to_the_sweep(redis_conn, m
     assert {job.status for job in Job.objects.filter(pk__in=ids)} == {"pending"}
     assert all(job.enqueued_at for job in Job.objects.filter(pk__in=ids))  # the sweep's clock starts here
     assert "could not hand 2 job(s) to a worker" in caplog.text
+
+
+@pytest.mark.services  # two transactions at once: PostgreSQL's
+def test_two_callers_racing_for_the_same_keys_get_the_same_jobs():
+    from tests.support import in_threads
+
+    items = [("hello", i, {"idempotency_key": f"race-{i}"}) for i in range(20)]
+    first, second, single = in_threads(
+        lambda: scheduler.schedule_many(items), lambda: scheduler.schedule_many(items[::-1]),
+        lambda: scheduler.schedule("hello", 7, idempotency_key="race-7"),
+    )
+    assert first == second[::-1] and single == first[7]
+    assert Job.objects.count() == 20
+
+
+@pytest.mark.services
+def test_jobs_whose_enqueue_never_happened_are_sent_by_the_sweep(redis_conn, monkeypatch):
+    """Redis down, or the process killed between the commit and the enqueue: the rows say what to send."""
+    from envoy_django.dispatch import rq_queue
+
+    def down(*args, **kwargs):
+        raise ConnectionError("the process died before it reached Redis")
+
+    with override_settings(ENVOY=RQ_MODE):
+        with monkeypatch.context() as patched:
+            patched.setattr(rq_queue, "get_queue", down)
+            ids = scheduler.schedule_many([("hello", 1), ("hello", 2)])
+        Job.objects.filter(pk__in=ids).update(enqueued_at=timezone.now() - dt.timedelta(minutes=5))
+        assert scheduler.cleanup_orphaned_jobs()["requeued"] == 2
+        assert rq_queue.get_queue().count == 2

@@ -140,3 +140,28 @@ def test_purging_a_schedules_last_job_keeps_the_schedule():
     Job.objects.filter(pk=job_id).update(created_at=_at(2025, 1, 1), finished_at=_at(2025, 1, 1))
     assert purge_finished("30d").jobs == 1
     assert Schedule.objects.get(name="old").last_job_id is None
+
+
+@pytest.mark.services  # two transactions at once: PostgreSQL's
+def test_two_callers_adding_the_same_schedule_leave_one_row():
+    from tests.support import in_threads
+
+    in_threads(*[lambda i=i: scheduler.add_schedule("same", "hello", f"{i} * * * *") for i in range(4)])
+    assert Schedule.objects.filter(name="same").count() == 1
+
+
+def test_a_failure_between_the_job_and_the_schedules_update_leaves_neither(monkeypatch):
+    """Dying mid-way rolls both back: the next run makes the job, once."""
+    scheduler.add_schedule("fragile", "hello", "0 * * * *")
+    _due("fragile", _at(2026, 3, 1, 10))
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed between the job and the schedule's update")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Schedule, "save", dies)
+        with pytest.raises(RuntimeError):
+            scheduler.run_due_schedules(now=_at(2026, 3, 1, 10, 1))
+    assert not Job.objects.exists()
+    assert Schedule.objects.get(name="fragile").next_run_at == _at(2026, 3, 1, 10)
+    assert len(scheduler.run_due_schedules(now=_at(2026, 3, 1, 10, 2))) == 1
