@@ -99,19 +99,23 @@ def schedule_many(items: Iterable[ScheduleItem]) -> list[str]:
     pipelined enqueue.
     """
     new = [_NewJob.from_item(index, item) for index, item in enumerate(items)]
-    for attempt in (1, 2):
+    taken = -1
+    while True:
         sources, to_create = _keys_taken(new)
         try:
             with aftercommit.atomic():
                 created = transitions.create_many(
                     [(job.name, job.flow, job.input, job.run_at, job.idempotency_key) for job in to_create]
                 )
-        except IntegrityError:  # another caller took one of the keys meanwhile: look again, once
-            if attempt == 2 or not any(job.idempotency_key for job in to_create):
+        except IntegrityError:
+            # Another caller committed one of these keys meanwhile (PostgreSQL waits for it before
+            # refusing ours): look again. Each round sees more keys taken, so this ends.
+            now_taken = sum(isinstance(source, str) for source in sources)
+            if now_taken <= taken or not any(job.idempotency_key for job in to_create):
                 raise
+            taken = now_taken
             continue
         return [source if isinstance(source, str) else str(created[source].pk) for source in sources]
-    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
