@@ -72,6 +72,7 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
             parse_age(retention, "ENVOY['RETENTION']")
         except EnvoyError as exc:
             errors.append(checks.Error(str(exc), hint="None (the default) keeps every row.", id="envoy_django.E008"))
+    errors += _rate_limit_errors(user)
     entry = envoy_queue_entry()
     if entry is not None and not is_json_serializer(entry.get("SERIALIZER", JSON_SERIALIZER)):
         errors.append(checks.Error(
@@ -81,4 +82,33 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
                  f"{JSON_SERIALIZER!r}; give other work a queue of its own.",
             id="envoy_django.E007",
         ))
+    return errors
+
+
+def _rate_limit_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:
+    from envoy_django.exceptions import EnvoyError
+    from envoy_django.ratelimits import Rate
+
+    limits = user.get("RATE_LIMITS", {})
+    hint = "ENVOY['RATE_LIMITS'] = {'openai': '60/m'}: calls / [count] s, m, h or d."
+    if not isinstance(limits, dict):
+        return [checks.Error(f"ENVOY['RATE_LIMITS'] must be a dict, got {type(limits).__name__}.", hint=hint,
+                             id="envoy_django.E010")]
+    errors: list[checks.CheckMessage] = []
+    for name, text in limits.items():
+        try:
+            Rate.parse(text, f"ENVOY['RATE_LIMITS'][{name!r}]")
+        except EnvoyError as exc:
+            errors.append(checks.Error(str(exc), hint=hint, id="envoy_django.E010"))
+    alias = user.get("RATE_LIMIT_CACHE", DEFAULTS["RATE_LIMIT_CACHE"])
+    if limits and alias not in (getattr(settings, "CACHES", None) or {"default": {}}):
+        errors.append(checks.Error(
+            f"ENVOY['RATE_LIMIT_CACHE'] is {alias!r}, which CACHES does not have.",
+            hint="Name a cache every worker shares (django-redis in production).", id="envoy_django.E011"))
+    backend = str(((getattr(settings, "CACHES", None) or {}).get(alias) or {}).get("BACKEND", ""))
+    if limits and user.get("EXECUTION") == "rq" and backend.endswith(("LocMemCache", "DummyCache")):
+        errors.append(checks.Warning(
+            f"ENVOY['RATE_LIMITS'] are counted in cache {alias!r} ({backend.rsplit('.', 1)[-1]}), which "
+            "worker processes do not share: each process would allow the whole rate.",
+            hint="Point ENVOY['RATE_LIMIT_CACHE'] at a django-redis cache.", id="envoy_django.W001"))
     return errors

@@ -33,6 +33,10 @@ DEFAULTS: dict[str, Any] = {
     # Finished jobs older than this ("30d", "12h"...) are deleted by the sweep, a batch
     # per sweep (envoy_purge does it by hand). None: keep every row forever.
     "RETENTION": None,
+    # Rate limits that handlers (and ToolAgent(rate_limit=...)) take calls from, by name:
+    # {"openai": "60/m"}. Counted in the Django cache RATE_LIMIT_CACHE, shared by every worker.
+    "RATE_LIMITS": {},
+    "RATE_LIMIT_CACHE": "default",
 }
 
 NUMERIC_KEYS = (

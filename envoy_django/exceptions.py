@@ -7,6 +7,8 @@ class is the message used when none is given.
 
 from __future__ import annotations
 
+import datetime as dt
+
 
 class EnvoyError(Exception):
     """An envoy-django operation failed."""
@@ -129,3 +131,17 @@ class PayloadTooLargeError(PayloadError, ValueError):
 
 class LeaseLostError(EnvoyError):
     """Another worker or an operator took the job while this worker ran it."""
+
+
+class RateLimitedError(EnvoyError):
+    """A call was over its rate limit (``ENVOY["RATE_LIMITS"]``).
+
+    Raised in a handler, it does not fail the attempt: the scheduler puts
+    the job back to pending until ``retry_at``, when the limit has room.
+    """
+
+    def __init__(self, name: str, rate: str, retry_at: dt.datetime) -> None:
+        self.name = name
+        self.rate = rate
+        self.retry_at = retry_at
+        super().__init__(f"rate limit {name!r} ({rate}) reached; next call at {retry_at:%Y-%m-%d %H:%M:%S} UTC")

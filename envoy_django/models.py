@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from envoy_django.concurrency import MAX_KEY
 from envoy_django.flow.context import MAX_GROUP, MAX_NAME, MAX_USERNAME, MAX_WAIT_ID
 
 MAX_IDEMPOTENCY_KEY = 255
@@ -31,6 +32,14 @@ class JobStatus(models.TextChoices):
 
 
 FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class SlotStatus(models.TextChoices):
+    """A job's place under its flow's concurrency limit (``register(..., max_active=)``)."""
+
+    NONE = "", "none"
+    WAITING = "waiting", "waiting for a slot"
+    HELD = "held", "holds a slot"
 
 
 class WaitType(models.TextChoices):
@@ -85,6 +94,17 @@ class Job(models.Model):
     enqueued_at = models.DateTimeField(
         null=True, blank=True, help_text="When the job was last handed to a worker; the sweep re-sends it if unclaimed."
     )
+    concurrency_key = models.CharField(
+        max_length=MAX_KEY, null=True, blank=True,
+        help_text="The key whose slots the job takes, if its flow has max_active ('' for the flow as a whole).",
+    )
+    slot = models.CharField(
+        max_length=8, blank=True, choices=SlotStatus.choices, default=SlotStatus.NONE,
+        help_text="Of a flow with max_active: 'held' while the job counts as active, 'waiting' for a slot.",
+    )
+    pending_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why a pending job is not running yet (a slot, a rate limit)."
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -100,6 +120,12 @@ class Job(models.Model):
             models.Index(fields=["run_after"], condition=Q(status="pending"), name="envoy_job_pending_due"),
             models.Index(fields=["enqueued_at"], condition=Q(status="pending"), name="envoy_job_pending_sent"),
             models.Index(fields=["updated_at"], condition=Q(status="blocking"), name="envoy_job_blocking"),
+            # The claim counts a key's held slots and its waiters; an end wakes the oldest waiter.
+            models.Index(
+                fields=["flow", "concurrency_key", "slot", "created_at"],
+                condition=Q(slot__in=["held", "waiting"]),
+                name="envoy_job_slots",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -8,8 +8,10 @@ knows the same names.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from envoy_django.concurrency import Limit
 from envoy_django.exceptions import FlowDefinitionError, NotReadyError, UnknownFlowError
 from envoy_django.flow.context import MAX_NAME
 from envoy_django.flow.values import find_invalid, short_repr
@@ -19,15 +21,30 @@ if TYPE_CHECKING:
 
 _flows: dict[str, StateFlow] = {}
 _queues: dict[str, str] = {}  # flow name -> the django-rq queue its messages go to, if not ENVOY["QUEUE"]
+_limits: dict[str, Limit] = {}  # flow name -> its concurrency limit, for the flows registered with one
 MAX_QUEUE = 100
 
 
-def register(name: str, flow: StateFlow, *, replace: bool = False, queue: str | None = None) -> StateFlow:
+def register(
+    name: str,
+    flow: StateFlow,
+    *,
+    replace: bool = False,
+    queue: str | None = None,
+    max_active: int | None = None,
+    concurrency_key: str | Callable[[Any], Any] | None = None,
+) -> StateFlow:
     """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``.
 
     ``queue``: the django-rq queue every message of this flow goes to (its
     start, retries, resumes and the sweep's re-sends), served by
     ``envoy_worker --queue NAME``; by default ``ENVOY["QUEUE"]``.
+
+    ``max_active``: at most this many jobs of the flow are active (started
+    and not finished) at once; with ``concurrency_key`` (a dotted path into
+    the input, like ``"customer.id"``, or a callable of the input), at most
+    this many per key. A job over the limit stays pending, waiting for a
+    slot, and starts when a job of its key ends, oldest first.
     """
     from envoy_django.flow import StateFlow
 
@@ -43,6 +60,7 @@ def register(name: str, flow: StateFlow, *, replace: bool = False, queue: str | 
         )
     if not isinstance(flow, StateFlow):
         raise FlowDefinitionError(f"register({name!r}, ...) needs a StateFlow, got {type(flow).__name__}")
+    limit = Limit.checked(name, max_active, concurrency_key)
     if name in _flows and _flows[name] is not flow and not replace:
         raise FlowDefinitionError(
             f"a different flow is already registered as {name!r}; pass replace=True to swap it"
@@ -52,12 +70,36 @@ def register(name: str, flow: StateFlow, *, replace: bool = False, queue: str | 
         _queues.pop(name, None)
     else:
         _queues[name] = queue
+    if limit is None:
+        _limits.pop(name, None)
+    else:
+        _limits[name] = limit
     return flow
 
 
 def unregister(name: str) -> None:
     _flows.pop(name, None)
     _queues.pop(name, None)
+    _limits.pop(name, None)
+
+
+def limit_of(name: str) -> Limit | None:
+    """The concurrency limit registered for flow ``name``, if any."""
+    return _limits.get(name)
+
+
+def limited_flows() -> list[str]:
+    """The names of the flows registered with a concurrency limit."""
+    return sorted(_limits)
+
+
+def concurrency_key(name: str, input: Any) -> str | None:
+    """The concurrency key of a new job of flow ``name`` (None if the flow has no limit).
+
+    An ``InvalidArgumentError`` naming the flow and the key's path when the input has none.
+    """
+    limit = _limits.get(name)
+    return None if limit is None else limit.key_for(name, input)
 
 
 def queue_of(name: str) -> str | None:

@@ -6,6 +6,7 @@ processes or PostgreSQL row locks are skipped (see conftest.py).
 """
 
 import os
+from typing import Any
 
 import dj_database_url
 
@@ -68,6 +69,11 @@ if REDIS_URL:
         "envoy": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1},
         "envoy-priority": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1},  # for flows registered with queue=
     }
+    CACHES: dict[str, dict[str, Any]] = {
+        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+        # Shared by the test and its worker processes (rate limits), in the tests' Redis database.
+        "envoy-redis": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": REDIS_URL},
+    }
 else:
     import fakeredis
 
@@ -94,4 +100,7 @@ ENVOY = {
     "LEASE_SECONDS": float(os.environ.get("ENVOY_TEST_LEASE_SECONDS", 30)),
     "SWEEP_INTERVAL": float(os.environ.get("ENVOY_TEST_SWEEP_INTERVAL", 10)),
     "MAX_CLAIMS": int(os.environ.get("ENVOY_TEST_MAX_CLAIMS", 10)),
+    # The flow "rate_limited" takes its calls from this limit, counted where every worker sees it.
+    "RATE_LIMITS": {"test-api": "3/2s"},
+    "RATE_LIMIT_CACHE": "envoy-redis",
 }

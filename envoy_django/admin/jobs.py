@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 # Columns the changelist shows; the checkpoint (context), payloads and
 # tracebacks can be large and are not loaded for a list of a hundred jobs.
 LIST_FIELDS = (
-    "id", "flow", "status", "state", "step", "max_steps", "progress", "progress_message",
+    "id", "flow", "status", "state", "step", "max_steps", "progress", "progress_message", "pending_reason",
     "parent", "created_at", "updated_at", "started_at", "finished_at",
 )
 CHILDREN_SHOWN = 100
@@ -83,6 +83,7 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
     summary_fields = ("id", "flow_link", "status_badge", "current_state", "step_progress", "created_at", "ran")
     # Shown only when set, to keep the summary beside the picture short.
     optional_fields = {
+        "pending_reason": "pending_reason", "concurrency_key": "concurrency_key",
         "parent_link": "parent_id", "attempts": "attempts", "progress_message": "progress_message",
         "run_after": "run_after", "idempotency_key": "idempotency_key", "lease": "lease_owner",
     }
@@ -135,6 +136,10 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
 
     @admin.display(description=_("status"))
     def status_badge(self, job: Job) -> SafeString:
+        """The badge; for a pending job held back (a slot, a rate limit), why, beneath it."""
+        if job.status == JobStatus.PENDING and job.pending_reason:
+            return format_html('{}<br><small class="envoy-reason">{}</small>', display.badge(job.status),
+                               job.pending_reason)
         return display.badge(job.status)
 
     @admin.display(description=_("step"))

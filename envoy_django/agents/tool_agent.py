@@ -79,6 +79,10 @@ class ToolAgent(StateFlow):
     Tools with ``requires_approval`` escalate to their ``approver`` (or the
     agent's ``approver``) before they run; that needs a durable job, since
     ``run()`` cannot wait for a person.
+
+    ``rate_limit`` names a limit in ``ENVOY["RATE_LIMITS"]`` that every
+    model call takes from, shared by all workers: over it, the job waits as
+    pending until the limit has room (no worker sleeps, no retry is spent).
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class ToolAgent(StateFlow):
         approver: str | None = None,
         model_options: dict[str, Any] | None = None,
         plugins: Iterable[Any] = (),
+        rate_limit: str | None = None,
     ) -> None:
         if not callable(getattr(provider, "generate", None)):
             raise FlowDefinitionError(
@@ -109,6 +114,9 @@ class ToolAgent(StateFlow):
         self.system_prompt = system_prompt
         self.approver = approver
         self.model_options = dict(model_options or {})
+        if rate_limit is not None and (not isinstance(rate_limit, str) or not rate_limit):
+            raise FlowDefinitionError(f"rate_limit must name a limit in ENVOY['RATE_LIMITS'], got {rate_limit!r}")
+        self.rate_limit = rate_limit
         needs_approval = any(tool.requires_approval for tool in self.tools.values())
         super().__init__(
             [
@@ -152,6 +160,10 @@ class ToolAgent(StateFlow):
         if messages is None:
             messages = self._initial_messages(ctx.input())
         specs = [tool.spec() for tool in self.tools.values()]
+        if self.rate_limit:
+            from envoy_django.ratelimits import acquire  # Django's cache: only agents that use a limit load it
+
+            acquire(self.rate_limit)
         response = self.provider.generate(messages, tools=specs or None, **self.model_options)
         calls = [storable(dict(call)) for call in response.tool_calls or []]
         text = storable(response.text)

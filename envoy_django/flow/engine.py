@@ -19,6 +19,7 @@ from envoy_django.exceptions import (
     FlowDefinitionError,
     FlowError,
     HandlerError,
+    RateLimitedError,
     WaitInRunError,
 )
 from envoy_django.flow.context import Context, ensure_json
@@ -191,11 +192,12 @@ class StateFlow:
             return (yield call)
         except (HandlerError, FlowError):
             raise
-        except EnvoyError as exc:
-            # ctx misuse (bad wait, unknown escalation input type...) is a
-            # bug in the flow, not a passing failure: no retry.
-            raise FlowError(f"{call.handler} of state {call.state!r}: {exc}") from exc
         except Exception as exc:
+            if isinstance(exc, EnvoyError) and not isinstance(exc, RateLimitedError):
+                # ctx misuse (bad wait, unknown escalation input type...) is a
+                # bug in the flow, not a passing failure: no retry. A rate
+                # limit is passing: the scheduler waits it out.
+                raise FlowError(f"{call.handler} of state {call.state!r}: {exc}") from exc
             ctx = next((arg for arg in call.args if isinstance(arg, Context)), None)
             raise HandlerError(
                 call.state, call.handler, exc, call.phase,

@@ -45,7 +45,7 @@ from envoy_django.models import (
     WaitType,
 )
 from envoy_django.payloads import check_name, check_payload
-from envoy_django.registry import get_flow
+from envoy_django.registry import concurrency_key, get_flow
 from envoy_django.scheduler import aftercommit, assignees, transitions, waits
 from envoy_django.scheduler.replies import check_approval, clean_reply
 
@@ -75,7 +75,8 @@ def schedule(
             return existing
     try:
         with aftercommit.atomic(one_statement=True):  # the job's INSERT
-            job = transitions.create(name, new.flow, input, run_after=new.run_at, idempotency_key=idempotency_key)
+            job = transitions.create(name, new.flow, input, run_after=new.run_at, idempotency_key=idempotency_key,
+                                     concurrency_key=new.concurrency_key)
     except IntegrityError:
         existing = _same_key(idempotency_key, name, input) if idempotency_key is not None else None
         if existing is None:
@@ -105,7 +106,8 @@ def schedule_many(items: Iterable[ScheduleItem]) -> list[str]:
         try:
             with aftercommit.atomic():
                 created = transitions.create_many(
-                    [(job.name, job.flow, job.input, job.run_at, job.idempotency_key) for job in to_create]
+                    [(job.name, job.flow, job.input, job.run_at, job.idempotency_key, job.concurrency_key)
+                     for job in to_create]
                 )
         except IntegrityError:
             # Another caller committed one of these keys meanwhile (PostgreSQL waits for it before
@@ -127,6 +129,7 @@ class _NewJob:
     input: Any
     run_at: dt.datetime | None
     idempotency_key: str | None
+    concurrency_key: str | None
 
     @classmethod
     def checked(cls, name: str, input: Any, run_at: Any, idempotency_key: Any) -> _NewJob:
@@ -136,7 +139,7 @@ class _NewJob:
             run_at = _aware(run_at, f"run_at for flow {name!r}")
         if idempotency_key is not None:
             check_name(idempotency_key, f"idempotency_key for flow {name!r}", MAX_IDEMPOTENCY_KEY)
-        return cls(name, flow, input, run_at, idempotency_key)
+        return cls(name, flow, input, run_at, idempotency_key, concurrency_key(name, input))
 
     @classmethod
     def from_item(cls, index: int, item: Any) -> _NewJob:

@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from envoy_django import faults, signals
 from envoy_django.conf import envoy_settings
-from envoy_django.exceptions import EnvoyError, HandlerError, LeaseLostError
+from envoy_django.exceptions import EnvoyError, HandlerError, LeaseLostError, RateLimitedError
 from envoy_django.flow import Context, StateFlow
 from envoy_django.flow.results import (
     EscalationWait,
@@ -52,7 +52,7 @@ from envoy_django.flow.results import (
 )
 from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
 from envoy_django.payloads import check_size, check_text
-from envoy_django.registry import get_flow
+from envoy_django.registry import concurrency_key, get_flow
 from envoy_django.scheduler import aftercommit, assignees, transitions
 from envoy_django.scheduler.failures import format_exception, log_failed, log_retry
 from envoy_django.scheduler.heartbeat import Heartbeat
@@ -177,7 +177,7 @@ class _Run:
     # --- committing --------------------------------------------------------
 
     def _commit(self, before: Context, result: StepResult, checkpoint: dict[str, Any],
-                children: dict[str, StateFlow]) -> None:
+                children: dict[str, tuple[StateFlow, str | None]]) -> None:
         after = result.context
         now = timezone.now()
         values: dict[str, Any] = dict(
@@ -203,7 +203,7 @@ class _Run:
             finished_at=now,
         )
         blocking = bool(result.new_waits)
-        finished = after.done() == "finished" and not self.job.parent_id
+        finished = after.done() == "finished" and self.held.ends_alone
         if not blocking and (finished or not after.done()):
             # Nothing but the job's row and its Step: one statement, committed on its own.
             with aftercommit.atomic(one_statement=True):
@@ -222,17 +222,17 @@ class _Run:
         if failure:
             log_failed(self.job, failure)
 
-    def _check_new_waits(self, new_waits: tuple[NewWait, ...]) -> dict[str, StateFlow]:
+    def _check_new_waits(self, new_waits: tuple[NewWait, ...]) -> dict[str, tuple[StateFlow, str | None]]:
         """Before the transaction, so a bad wait fails the job cleanly: spawned flows and the people asked.
 
-        Returns the flows of the children to create, by wait id.
+        Returns the flows of the children to create and their concurrency keys, by wait id.
         """
         flows = {}
         for wait in new_waits:
             where = f"state {wait.state!r} of job {self.job.pk}"
             if isinstance(wait, SpawnWait):
                 try:
-                    flows[wait.id] = get_flow(wait.flow)
+                    flows[wait.id] = (get_flow(wait.flow), concurrency_key(wait.flow, wait.input))
                 except EnvoyError as exc:
                     raise _BadWaitError(f"{where} spawned: {exc}") from exc
             elif isinstance(wait, EscalationWait):
@@ -241,7 +241,7 @@ class _Run:
                     raise _BadWaitError(f"{where} escalated to {missing}")
         return flows
 
-    def _create_waits(self, new_waits: tuple[NewWait, ...], children: dict[str, StateFlow],
+    def _create_waits(self, new_waits: tuple[NewWait, ...], children: dict[str, tuple[StateFlow, str | None]],
                       now: dt.datetime) -> None:
         Wait.objects.filter(job_id=self.job.pk, wait_id__in=[w.id for w in new_waits]).delete()
         rows = []
@@ -250,8 +250,10 @@ class _Run:
             row = Wait(job_id=self.job.pk, wait_id=wait.id, type=_WAIT_TYPES[type(wait)], params=wait.params,
                        expires_at=now + dt.timedelta(seconds=timeout) if timeout else None, created_at=now)
             if isinstance(wait, SpawnWait):
+                flow, key = children[wait.id]
                 row.child = transitions.create(
-                    wait.flow, children[wait.id], wait.input, parent=self.job, parent_wait_id=wait.id, now=now,
+                    wait.flow, flow, wait.input, parent=self.job, parent_wait_id=wait.id, concurrency_key=key,
+                    now=now,
                 )
             elif isinstance(wait, EscalationWait):
                 escalation = Escalation.objects.create(
@@ -322,6 +324,9 @@ class _Run:
         )
 
     def _handler_failed(self, ctx: Context, exc: HandlerError) -> None:
+        if isinstance(exc.original, RateLimitedError):
+            self._rate_limited(exc.original)
+            return
         attempt = self.job.attempts + 1
         error_type, message, traceback = format_exception(exc)
         if attempt > envoy_settings.MAX_RETRIES:
@@ -339,6 +344,13 @@ class _Run:
                                   traceback=traceback)
             self._record_failed_step(ctx, exc, attempt)
         log_retry(self.job, message, attempt, envoy_settings.MAX_RETRIES, delay)
+
+    def _rate_limited(self, exc: RateLimitedError) -> None:
+        """Over a rate limit: back to pending until it has room; no worker sleeps, no attempt is spent."""
+        with aftercommit.atomic():
+            self.held.hold_until(exc.retry_at, f"waiting for rate limit {exc.name!r} ({exc.rate}) until "
+                                               f"{exc.retry_at:%H:%M:%S} UTC")
+        log.info("job %s: %s", self.job.pk, exc)
 
     def _fail(self, exc: BaseException, ctx: Context | None = None) -> None:
         """An error that running again cannot fix: fail now, no retry."""

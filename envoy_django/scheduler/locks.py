@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from django.db import connection
 
 
@@ -19,3 +21,16 @@ def lock_timeout(seconds: float) -> None:
     if connection.vendor == "postgresql":  # SQLite has no row locks; its busy timeout bounds the wait
         with connection.cursor() as cursor:
             cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{int(seconds * 1000)}ms"])
+
+
+def advisory_lock(key: int) -> None:
+    """Take advisory lock ``key`` until the transaction ends, waiting for it (within ``lock_timeout``)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def lock_key(*parts: str) -> int:
+    """A stable advisory lock key (a signed 64-bit integer) for a name made of ``parts``."""
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)

@@ -20,7 +20,7 @@ from typing import Any
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model
 
-from envoy_django.models import Job, JobStatus, Step
+from envoy_django.models import Job, JobStatus, SlotStatus, Step
 
 
 @cache
@@ -74,11 +74,14 @@ def fenced_checkpoint(job_id: Any, owner: str, job_values: dict[str, Any], step:
     sql = _checkpoint_sql(tuple(set_columns), tuple(step_columns))
     return sql, [*set_params, job_id, owner, JobStatus.RUNNING, *step_params]
 
-def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claims: int) -> tuple[str, list[Any]]:
+def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claims: int,
+          gated_flows: list[str]) -> tuple[str, list[Any]]:
     """Take the job's row if it is free and runnable now, and lease it to ``owner``: one statement.
 
     Runnable: pending and due, or running on a lease that ran out, and not
-    yet claimed ``max_claims`` times. A row another transaction holds is
+    yet claimed ``max_claims`` times, and holding a slot if its flow is one
+    of ``gated_flows`` (those with a concurrency limit, whose jobs take a
+    slot on the slower path first). A row another transaction holds is
     skipped, not waited for. It returns the job's row as it is now, then
     ``first_start`` (never started before), ``was_status`` and ``was_owner``;
     no row when the job is not free to take this way.
@@ -92,15 +95,17 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
         f"WHERE id = %s AND claims < %s AND ("
         f"(status = %s AND (run_after IS NULL OR run_after <= %s)) OR "
         f"(status = %s AND (lease_expires_at IS NULL OR lease_expires_at <= %s))) "
+        f"AND (slot = %s OR NOT flow = ANY(%s)) "
         f"FOR UPDATE SKIP LOCKED) "
         f"UPDATE {table} AS job SET status = %s, lease_owner = %s, lease_expires_at = %s, "
-        f"started_at = COALESCE(job.started_at, %s), run_after = NULL, claims = job.claims + 1, updated_at = %s "
+        f"started_at = COALESCE(job.started_at, %s), run_after = NULL, claims = job.claims + 1, updated_at = %s, "
+        f"pending_reason = '', slot = CASE WHEN job.slot = %s THEN '' ELSE job.slot END "
         f"FROM claimable WHERE job.id = claimable.id "
         f"RETURNING job.*, claimable.started_at IS NULL AS first_start, "
         f"claimable.status AS was_status, claimable.lease_owner AS was_owner"
     )
     params = [
-        job_id, max_claims, JobStatus.PENDING, now, JobStatus.RUNNING, now,
-        JobStatus.RUNNING, owner, lease_expires_at, now, now,
+        job_id, max_claims, JobStatus.PENDING, now, JobStatus.RUNNING, now, SlotStatus.HELD, list(gated_flows),
+        JobStatus.RUNNING, owner, lease_expires_at, now, now, SlotStatus.WAITING,
     ]
     return sql, params

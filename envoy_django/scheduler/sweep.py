@@ -9,7 +9,10 @@ SWEEP_INTERVAL (in ``immediate`` mode too, where it is all the worker does),
 - times out the waits whose ``timeout`` passed, resuming their jobs;
 - sends again the pending jobs nobody claimed within LEASE_SECONDS of being
   sent (or of falling due), whatever the queue says it holds; in immediate
-  mode it also runs delayed (``run_at``) jobs as soon as they are due.
+  mode it also runs delayed (``run_at``) jobs as soon as they are due;
+- wakes jobs waiting for a slot of a key that has one free (or of a flow
+  that lost its limit): a job's end wakes its key's oldest waiter itself,
+  and this is the net under it.
 
 So the recovery bound is LEASE_SECONDS + SWEEP_INTERVAL (plus the time to
 pick the message up) in every path. A PostgreSQL advisory lock lets only one
@@ -41,10 +44,11 @@ def cleanup_orphaned_jobs() -> dict[str, Any]:
     """Send again what nobody will otherwise move; time out waits whose time passed.
 
     Returns counts: ``expired_leases``, ``requeued`` (pending jobs sent
-    again), ``timed_out_waits``, and ``skipped`` (True when another process
-    was sweeping).
+    again), ``timed_out_waits``, ``woken`` (jobs that waited for a free
+    slot), and ``skipped`` (True when another process was sweeping).
     """
-    counts: dict[str, Any] = {"expired_leases": 0, "requeued": 0, "timed_out_waits": 0, "skipped": False}
+    counts: dict[str, Any] = {"expired_leases": 0, "requeued": 0, "timed_out_waits": 0, "woken": 0,
+                              "skipped": False}
     with aftercommit.atomic():
         if not try_advisory_lock(_LOCK_KEY):
             counts["skipped"] = True
@@ -55,7 +59,8 @@ def cleanup_orphaned_jobs() -> dict[str, Any]:
         counts["requeued"] = transitions.resend_unclaimed(
             now, envoy_settings.LEASE_SECONDS, BATCH, due_now=envoy_settings.EXECUTION != "rq"
         )
-    if counts["expired_leases"] or counts["requeued"] or counts["timed_out_waits"]:
+        counts["woken"] = transitions.wake_waiting(now, BATCH)
+    if counts["expired_leases"] or counts["requeued"] or counts["timed_out_waits"] or counts["woken"]:
         log.info("sweep: %s", counts)
     return counts
 

@@ -28,18 +28,19 @@ import logging
 from typing import Any
 
 from django.db import OperationalError, connection
-from django.db.models import Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from envoy_django import signals
+from envoy_django import registry, signals
+from envoy_django.concurrency import describe
 from envoy_django.conf import envoy_settings
-from envoy_django.exceptions import LeaseLostError
+from envoy_django.exceptions import InvalidArgumentError, LeaseLostError
 from envoy_django.flow import StateFlow
-from envoy_django.models import FINISHED_STATUSES, Job, JobStatus, Step, Wait, WaitStatus
+from envoy_django.models import FINISHED_STATUSES, Job, JobStatus, SlotStatus, Step, Wait, WaitStatus
 from envoy_django.payloads import storable_text
 from envoy_django.scheduler import aftercommit, statements, waits
 from envoy_django.scheduler.failures import log_failed
-from envoy_django.scheduler.locks import lock_timeout
+from envoy_django.scheduler.locks import advisory_lock, lock_key, lock_timeout
 
 log = logging.getLogger("envoy_django.executor")
 
@@ -94,13 +95,19 @@ def create(
     idempotency_key: str | None = None,
     parent: Job | None = None,
     parent_wait_id: str = "",
+    concurrency_key: str | None = None,
     now: dt.datetime | None = None,
 ) -> Job:
-    """A new pending job of ``flow``, sent to a worker after the commit."""
+    """A new pending job of ``flow``, sent to a worker after the commit.
+
+    ``concurrency_key``: ``registry.concurrency_key(name, input)``, which
+    the caller computed (and so checked) before its transaction.
+    """
     now = now or timezone.now()
     job = Job.objects.create(
         flow=name,
         input=input,
+        concurrency_key=concurrency_key,
         state=flow.start_state,
         max_steps=flow.max_steps,
         run_after=run_after,
@@ -117,15 +124,19 @@ def create(
 
 
 def create_many(
-    jobs: list[tuple[str, StateFlow, Any, dt.datetime | None, str | None]],
+    jobs: list[tuple[str, StateFlow, Any, dt.datetime | None, str | None, str | None]],
 ) -> list[Job]:
-    """New pending jobs, each ``(name, flow, input, run_after, idempotency_key)``: one INSERT per 1,000 rows."""
+    """New pending jobs, each ``(name, flow, input, run_after, idempotency_key, concurrency_key)``.
+
+    One INSERT per 1,000 rows.
+    """
     now = timezone.now()
     rows = Job.objects.bulk_create(
         [
             Job(flow=name, input=input, state=flow.start_state, max_steps=flow.max_steps, run_after=run_after,
-                idempotency_key=idempotency_key, created_at=now, updated_at=now, enqueued_at=now)
-            for name, flow, input, run_after, idempotency_key in jobs
+                idempotency_key=idempotency_key, concurrency_key=concurrency_key, created_at=now, updated_at=now,
+                enqueued_at=now)
+            for name, flow, input, run_after, idempotency_key, concurrency_key in jobs
         ],
         batch_size=1000,
     )
@@ -139,16 +150,31 @@ def create_many(
 
 _LOCKED = object()
 _POISON = object()
+_UNGATED = object()  # not a job that must take a slot first
 
 
 def claim(job_id: Any, owner: str) -> Held | None:
-    """Take the job to run it, or None if it is not ours to run (running elsewhere, finished, not due)."""
+    """Take the job to run it, or None if it is not ours to run (running elsewhere, finished, not due, no slot)."""
+    limited = registry.limited_flows()
     if connection.vendor == "postgresql":
-        held = _claim_at_once(job_id, owner)
+        held = _claim_at_once(job_id, owner, limited)
         if held is not None:
             return held
-    # Not free to take at once: held by another transaction, a poison job, or not ours to run.
-    result = _try_claim(job_id, owner, wait=False)
+    result: Any = _UNGATED
+    if limited:
+        gated = (
+            Job.objects.filter(pk=job_id, status=JobStatus.PENDING, flow__in=limited)
+            .exclude(slot=SlotStatus.HELD).values_list("flow", "concurrency_key", "input").first()
+        )
+        if gated:
+            try:
+                result = _claim_slot(job_id, owner, *gated)
+            except OperationalError as exc:  # the slot's lock wait ran out, or the database went away
+                log.warning("job %s: could not take a slot (%s); the sweep sends it again", job_id, exc)
+                return None
+    if result is _UNGATED:
+        # Not free to take at once: held by another transaction, a poison job, or not ours to run.
+        result = _try_claim(job_id, owner, wait=False)
     if result is _LOCKED:
         try:
             result = _try_claim(job_id, owner, wait=True)
@@ -161,11 +187,14 @@ def claim(job_id: Any, owner: str) -> Held | None:
     return result if isinstance(result, Held) else None
 
 
-def _claim_at_once(job_id: Any, owner: str) -> Held | None:
-    """The usual claim, a free and runnable job, in one statement: one round trip and one commit."""
+def _claim_at_once(job_id: Any, owner: str, limited: list[str]) -> Held | None:
+    """The usual claim, a free and runnable job, in one statement: one round trip and one commit.
+
+    A job of a ``limited`` flow that holds no slot yet takes the slot path instead.
+    """
     now = timezone.now()
     sql, params = statements.claim(job_id, owner, now=now, lease_expires_at=lease_until(now),
-                                   max_claims=envoy_settings.MAX_CLAIMS)
+                                   max_claims=envoy_settings.MAX_CLAIMS, gated_flows=limited)
     with aftercommit.atomic(one_statement=True):
         job = next(iter(Job.objects.raw(sql, params)), None)
         if job is None:
@@ -202,21 +231,151 @@ def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
             return None
         if job.claims >= envoy_settings.MAX_CLAIMS:
             return _POISON
-        first_start = job.started_at is None
-        values = dict(
-            status=JobStatus.RUNNING,
-            lease_owner=owner,
-            lease_expires_at=lease_until(now),
-            started_at=job.started_at or now,
-            run_after=None,
-            claims=job.claims + 1,
-            updated_at=now,
+        return _take(job, owner, now)
+
+
+def _take(job: Job, owner: str, now: dt.datetime, **extra: Any) -> Held:
+    """Lease the locked, runnable ``job`` to ``owner``."""
+    first_start = job.started_at is None
+    values = dict(
+        status=JobStatus.RUNNING,
+        lease_owner=owner,
+        lease_expires_at=lease_until(now),
+        started_at=job.started_at or now,
+        run_after=None,
+        claims=job.claims + 1,
+        pending_reason="",
+        updated_at=now,
+        **extra,
+    )
+    if job.slot == SlotStatus.WAITING and "slot" not in values:  # its flow lost its limit meanwhile
+        values["slot"] = SlotStatus.NONE
+    Job.objects.filter(pk=job.pk).update(**values)
+    _assign(job, values)
+    if first_start:
+        aftercommit.send(signals.job_started, job)
+    return Held(job, owner)
+
+
+# --- concurrency limits: slots -------------------------------------------------------
+
+
+def _lock_slots(flow: str, key: str, job_id: Any = None) -> None:
+    """Serialize everything that counts or frees the slots of ``(flow, key)``, until the transaction ends.
+
+    On PostgreSQL an advisory lock; on SQLite, which serializes writers, a
+    first write (of ``job_id``'s row) makes this transaction the writer
+    before it counts anything.
+    """
+    if connection.vendor == "postgresql":
+        advisory_lock(lock_key("envoy-slots", flow, key))
+    elif job_id is not None:
+        Job.objects.filter(pk=job_id).update(updated_at=F("updated_at"))
+
+
+def _claim_slot(job_id: Any, owner: str, flow: str, key: str | None, input: Any) -> Any:
+    """Claim a job of a limited flow that holds no slot: take one, or mark it waiting for one.
+
+    The slots' lock comes before the job's row, and the row is not waited
+    for (whoever holds it sends the job again, or ends it): a job ending
+    holds rows first and the slots' lock second, so neither waits on the other.
+    """
+    limit = registry.limit_of(flow)
+    if limit is None:
+        return _UNGATED
+    if key is None:  # scheduled before its flow had a limit
+        try:
+            key = limit.key_for(flow, input)
+        except InvalidArgumentError as exc:
+            log.warning("job %s: %s; it shares the slots of key ''", job_id, exc)
+            key = ""
+    with aftercommit.atomic():
+        lock_timeout(CLAIM_LOCK_WAIT)
+        _lock_slots(flow, key, job_id)
+        job = Job.objects.select_for_update(skip_locked=True).filter(pk=job_id).first()
+        if job is None:
+            return None
+        now = timezone.now()
+        if job.status != JobStatus.PENDING or job.slot == SlotStatus.HELD:
+            return _UNGATED
+        if job.run_after and job.run_after > now:
+            return None
+        if job.claims >= envoy_settings.MAX_CLAIMS:
+            return _POISON
+        counts = Job.objects.filter(flow=flow, concurrency_key=key).aggregate(
+            held=Count("pk", filter=Q(slot=SlotStatus.HELD)),
+            ahead=Count("pk", filter=Q(slot=SlotStatus.WAITING) & (
+                Q(created_at__lt=job.created_at) | Q(created_at=job.created_at, pk__lt=job.pk))),
         )
-        Job.objects.filter(pk=job.pk).update(**values)
-        _assign(job, values)
-        if first_start:
-            aftercommit.send(signals.job_started, job)
-        return Held(job, owner)
+        if counts["held"] + counts["ahead"] >= limit.max_active:
+            reason = f"waiting for a slot: {describe(flow, key)} (max_active {limit.max_active})"
+            values = dict(slot=SlotStatus.WAITING, concurrency_key=key, pending_reason=reason, updated_at=now)
+            Job.objects.filter(pk=job.pk).update(**values)
+            _assign(job, values)
+            return None
+        return _take(job, owner, now, slot=SlotStatus.HELD, concurrency_key=key)
+
+
+def _free_slots(slots: set[tuple[str, str]], now: dt.datetime) -> None:
+    """Jobs holding these slots ended: send the oldest jobs waiting for each, as many as are free now.
+
+    Runs in the transaction that ended them, after their rows: the slots'
+    locks in one order (by lock key), so two ends never wait on each other.
+    A waiter whose row another transaction holds is skipped; the sweep's
+    ``wake_waiting`` is the net under that.
+    """
+    for flow, key in sorted(slots, key=lambda slot: lock_key("envoy-slots", *slot)):
+        _lock_slots(flow, key)
+        _wake(flow, key, now, limit=BATCH_WAKE)
+
+
+BATCH_WAKE = 1000
+
+
+def _wake(flow: str, key: str, now: dt.datetime, *, limit: int) -> int:
+    """Send the oldest jobs waiting for a slot of ``(flow, key)``, one per free slot (the caller locked them)."""
+    rule = registry.limit_of(flow)
+    of_key = Job.objects.filter(flow=flow, concurrency_key=key)
+    free = limit if rule is None else rule.max_active - of_key.filter(slot=SlotStatus.HELD).count()
+    if free <= 0:
+        return 0
+    woken = list(
+        of_key.select_for_update(skip_locked=True).filter(slot=SlotStatus.WAITING, status=JobStatus.PENDING)
+        .order_by("created_at", "pk").values_list("pk", flat=True)[: min(free, limit)]
+    )
+    if woken:
+        Job.objects.filter(pk__in=woken).update(
+            slot=SlotStatus.NONE, pending_reason="", updated_at=now, enqueued_at=now)
+        for job_id in woken:
+            aftercommit.enqueue(job_id, flow=flow)
+    return len(woken)
+
+
+def wake_waiting(now: dt.datetime, limit: int) -> int:
+    """The sweep's net under slots: wake waiters of keys with a free slot, or of flows no longer limited.
+
+    A job's end wakes its key's waiters in its own transaction; this finds
+    what that could not see (a waiter's row held at that instant, a limit
+    raised or removed by a deploy). One grouped query over the waiting and
+    holding jobs, then a locked look at each key that seems to have room.
+    """
+    groups = (
+        Job.objects.filter(slot__in=[SlotStatus.WAITING, SlotStatus.HELD])
+        .values("flow", "concurrency_key")
+        .annotate(held=Count("pk", filter=Q(slot=SlotStatus.HELD)),
+                  waiting=Count("pk", filter=Q(slot=SlotStatus.WAITING)))
+        .filter(waiting__gt=0)
+        .order_by()
+    )
+    woken = 0
+    for group in groups[:limit]:
+        flow, key = group["flow"], group["concurrency_key"] or ""
+        rule = registry.limit_of(flow)
+        if rule is not None and group["held"] >= rule.max_active:
+            continue
+        _lock_slots(flow, key)
+        woken += _wake(flow, key, now, limit=limit)
+    return woken
 
 
 def _fail_poison(job_id: Any, owner: str) -> None:
@@ -256,6 +415,11 @@ class Held:
             raise LeaseLostError(f"job {self.job.pk} is no longer held by {self.owner}")
         _assign(self.job, values)
 
+    @property
+    def ends_alone(self) -> bool:
+        """Whether ending this job as done touches no other row: no parent waits on it, it frees no slot."""
+        return not self.job.parent_id and self.job.slot != SlotStatus.HELD
+
     def lock_parent(self) -> None:
         """Before a write that ends the job (it resolves the parent's wait): parent before child."""
         if self.job.parent_id:
@@ -264,7 +428,7 @@ class Held:
     def advance(self, values: dict[str, Any], step: Step, *, blocking: bool, finished: bool = False) -> None:
         """Commit a transition: the new checkpoint and its Step row, a renewed lease (or none, when it now blocks).
 
-        ``finished``: the flow ended "finished" and no parent waits on it, so
+        ``finished``: the flow ended "finished" and the job ``ends_alone``, so
         this same write ends the job as done (``finish`` has nothing else to
         do for such a job). On PostgreSQL the job's row and the Step go in one
         statement (``statements.fenced_checkpoint``): outside a transaction,
@@ -277,6 +441,7 @@ class Held:
         if blocking:
             values.update(status=JobStatus.BLOCKING, lease_owner="", lease_expires_at=None)
         if finished:
+            assert self.ends_alone, "a job with a parent or a slot ends through finish()"
             values.update(status=JobStatus.DONE, finished_at=now, lease_owner="", lease_expires_at=None,
                           run_after=None)
         step.job_id = self.job.pk
@@ -306,6 +471,17 @@ class Held:
             run_after=run_after, error=error, error_type=error_type, traceback=traceback,
             updated_at=now, enqueued_at=now,
         )
+        aftercommit.enqueue(self.job.pk, run_after, flow=self.job.flow)
+
+    def hold_until(self, run_after: dt.datetime, reason: str) -> None:
+        """Not a failure: the job may not go on before ``run_after`` (a rate limit); pending until then.
+
+        The attempt is not counted, nor is the claim (it was not the job's fault).
+        """
+        now = timezone.now()
+        self._fence(status=JobStatus.PENDING, claims=max(self.job.claims - 1, 0), lease_owner="",
+                    lease_expires_at=None, run_after=run_after, pending_reason=storable_text(reason)[:500],
+                    updated_at=now, enqueued_at=now)
         aftercommit.enqueue(self.job.pk, run_after, flow=self.job.flow)
 
     def count_attempt(self, attempt: int) -> None:
@@ -379,13 +555,18 @@ def finish(
         lease_owner="",
         lease_expires_at=None,
         run_after=None,
+        slot=SlotStatus.NONE,
+        pending_reason="",
     )
     values.update(fields or {})
+    freed = {(job.flow, job.concurrency_key or "")} if job.slot == SlotStatus.HELD else set()
     Job.objects.filter(pk=job.pk).update(**values)
     _assign(job, values)
     if status != JobStatus.DONE:
         waits.cancel_open([job.pk], now)
-        _cancel_descendants(job, now)
+        freed |= _cancel_descendants(job, now)
+    if freed:
+        _free_slots(freed, now)
     if job.parent_id:
         _notify_parent(job)
     if status == JobStatus.DONE:
@@ -396,8 +577,12 @@ def finish(
         aftercommit.send(signals.job_cancelled, job)
 
 
-def _cancel_descendants(job: Job, now: dt.datetime) -> None:
-    """Cancel every unfinished job below ``job``, level by level, parents locked first."""
+def _cancel_descendants(job: Job, now: dt.datetime) -> set[tuple[str, str]]:
+    """Cancel every unfinished job below ``job``, level by level, parents locked first.
+
+    Returns the slots the cancelled jobs held (``_free_slots``).
+    """
+    freed: set[tuple[str, str]] = set()
     level = [job.pk]
     while level:
         children = list(
@@ -409,9 +594,11 @@ def _cancel_descendants(job: Job, now: dt.datetime) -> None:
         if not children:
             break
         ids = [child.pk for child in children]
+        freed |= {(child.flow, child.concurrency_key or "") for child in children if child.slot == SlotStatus.HELD}
         values = dict(
             status=JobStatus.CANCELLED, error=f"cancelled with ancestor {job.pk}", error_type="", traceback="",
             finished_at=now, updated_at=now, lease_owner="", lease_expires_at=None, run_after=None,
+            slot=SlotStatus.NONE, pending_reason="",
         )
         Job.objects.filter(pk__in=ids).update(**values)
         waits.cancel_open(ids, now)
@@ -419,6 +606,7 @@ def _cancel_descendants(job: Job, now: dt.datetime) -> None:
             _assign(child, values)
             aftercommit.send(signals.job_cancelled, child)
         level = ids
+    return freed
 
 
 def _notify_parent(child: Job) -> None:
@@ -515,6 +703,7 @@ def resend_unclaimed(now: dt.datetime, bound: float, limit: int, *, due_now: boo
     found = list(
         Job.objects.select_for_update(skip_locked=True)
         .filter(unclaimed, status=JobStatus.PENDING)
+        .exclude(slot=SlotStatus.WAITING)  # woken by a job of its key ending, or by wake_waiting
         .values_list("pk", "flow")[:limit]
     )
     if found:

@@ -14,7 +14,7 @@ import envoy_django
 
 PACKAGE = Path(envoy_django.__file__).parent
 OWNER = PACKAGE / "scheduler" / "transitions.py"
-GUARDED = {"status", "lease_owner", "lease_expires_at", "attempts", "claims", "run_after", "enqueued_at"}
+GUARDED = {"status", "lease_owner", "lease_expires_at", "attempts", "claims", "run_after", "enqueued_at", "slot"}
 WRITES = {"update", "create", "bulk_create", "bulk_update", "get_or_create", "update_or_create", "save"}
 JOB_NAMES = {"job", "child", "parent", "self.job", "held.job"}
 

@@ -111,6 +111,8 @@ TOOLS = [
 ]
 
 register("assistant", ToolAgent(endpoint, tools=TOOLS, approver="ops", max_steps=10))
+# Every model call takes from ENVOY["RATE_LIMITS"]["test-api"].
+register("limited_assistant", ToolAgent(endpoint, tools=TOOLS, approver="ops", max_steps=10, rate_limit="test-api"))
 
 
 # The original Envoy README's agent, ported as its users write it: async

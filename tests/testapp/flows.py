@@ -262,4 +262,43 @@ def _misbehave(ctx):
 
 register("misbehave", StateFlow([{"name": "Misbehave", "on_state": _misbehave}]))
 
+
+
+# Concurrency limits: at most two active jobs per customer (they block on "go" to stay active),
+# and a flow limited to one active job as a whole.
+register("per_customer", StateFlow([
+    {"name": "Await", "on_state": _await_go},
+    {"name": "Went", "on_state": _went},
+]), max_active=2, concurrency_key="customer")
+register("one_at_a_time", StateFlow([
+    {"name": "Await", "on_state": _await_go},
+    {"name": "Went", "on_state": _went},
+]), max_active=1)
+
+
+def _brief_work(ctx):
+    time.sleep(0.05)
+    ctx.output(ctx.state())
+    return ctx
+
+
+# Ends on its own after a little work: the real-process test of max_active.
+register("limited_work", StateFlow([
+    {"name": "First", "on_state": _brief_work},
+    {"name": "Second", "on_state": _brief_work},
+]), max_active=1, concurrency_key="key")
+
+
+def _call_limited_api(ctx):
+    from envoy_django.ratelimits import acquire
+
+    acquire("test-api")
+    ctx.output(time.time())  # when the call got through
+    return ctx
+
+
+# Takes each call from ENVOY["RATE_LIMITS"]["test-api"].
+register("rate_limited", StateFlow([{"name": "Call", "on_state": _call_limited_api}]))
+
+
 from tests.testapp import agent_flows  # noqa: E402,F401
