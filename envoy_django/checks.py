@@ -112,3 +112,23 @@ def _rate_limit_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:
             "worker processes do not share: each process would allow the whole rate.",
             hint="Point ENVOY['RATE_LIMIT_CACHE'] at a django-redis cache.", id="envoy_django.W001"))
     return errors
+
+
+@checks.register(checks.Tags.database)
+def check_stranded_versions(app_configs: Any = None, databases: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Unfinished jobs on a flow version this code does not register (``check --database default``)."""
+    if not databases:
+        return []
+    from envoy_django.scheduler.versions import stranded_versions
+
+    warnings: list[checks.CheckMessage] = []
+    for flow, missing in sorted(stranded_versions().items()):
+        for version, jobs in sorted(missing.items()):
+            warnings.append(checks.Warning(
+                f"{jobs} unfinished job(s) of flow {flow!r} are on version {version}, which this code does not "
+                "register: they wait for a process that has it.",
+                hint=f"Keep version {version} registered until they finish, or move them with "
+                     f"scheduler.migrate_jobs({flow!r}, {version}, ...); manage.py envoy_versions lists them.",
+                id="envoy_django.W002",
+            ))
+    return warnings

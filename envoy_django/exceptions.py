@@ -101,6 +101,10 @@ class UnknownFlowError(EnvoyError, LookupError):
     """No flow is registered under that name."""
 
 
+class UnknownFlowVersionError(UnknownFlowError):
+    """The flow is registered, but not in that version."""
+
+
 class JobNotFoundError(EnvoyError, LookupError):
     """No job has that id."""
 

@@ -32,6 +32,7 @@ class JobStatus(models.TextChoices):
 
 
 FINISHED_STATUSES = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+UNFINISHED_STATUSES = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.BLOCKING)
 
 
 class SlotStatus(models.TextChoices):
@@ -69,6 +70,9 @@ class EscalationStatus(models.TextChoices):
 class Job(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     flow = models.CharField(max_length=MAX_NAME)
+    flow_version = models.PositiveIntegerField(
+        default=1, db_default=1, help_text="The version of the flow the job started on, and runs on to its end."
+    )
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
     state = models.CharField(max_length=MAX_NAME, blank=True, help_text="The state the job is in or will run next.")
     step = models.PositiveIntegerField(default=1)
@@ -99,11 +103,12 @@ class Job(models.Model):
         help_text="The key whose slots the job takes, if its flow has max_active ('' for the flow as a whole).",
     )
     slot = models.CharField(
-        max_length=8, blank=True, choices=SlotStatus.choices, default=SlotStatus.NONE,
+        max_length=8, blank=True, choices=SlotStatus.choices, default=SlotStatus.NONE, db_default="",
         help_text="Of a flow with max_active: 'held' while the job counts as active, 'waiting' for a slot.",
     )
     pending_reason = models.CharField(
-        max_length=500, blank=True, help_text="Why a pending job is not running yet (a slot, a rate limit)."
+        max_length=500, blank=True, db_default="",
+        help_text="Why a pending job is not running yet (a slot, a rate limit).",
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)

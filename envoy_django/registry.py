@@ -12,29 +12,36 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from envoy_django.concurrency import Limit
-from envoy_django.exceptions import FlowDefinitionError, NotReadyError, UnknownFlowError
+from envoy_django.exceptions import FlowDefinitionError, NotReadyError, UnknownFlowError, UnknownFlowVersionError
 from envoy_django.flow.context import MAX_NAME
 from envoy_django.flow.values import find_invalid, short_repr
 
 if TYPE_CHECKING:
     from envoy_django.flow import StateFlow
 
-_flows: dict[str, StateFlow] = {}
+_flows: dict[str, dict[int, StateFlow]] = {}  # flow name -> version -> flow
 _queues: dict[str, str] = {}  # flow name -> the django-rq queue its messages go to, if not ENVOY["QUEUE"]
 _limits: dict[str, Limit] = {}  # flow name -> its concurrency limit, for the flows registered with one
 MAX_QUEUE = 100
+MAX_VERSION = 2**31 - 1  # Job.flow_version's column
 
 
 def register(
     name: str,
     flow: StateFlow,
     *,
+    version: int = 1,
     replace: bool = False,
     queue: str | None = None,
     max_active: int | None = None,
     concurrency_key: str | Callable[[Any], Any] | None = None,
 ) -> StateFlow:
-    """Make ``flow`` schedulable as ``name``. Re-registering a name needs ``replace=True``.
+    """Make ``flow`` schedulable as ``name``. Re-registering a name and version needs ``replace=True``.
+
+    ``version``: several versions of one flow may be registered at once.
+    ``schedule()`` starts the highest; a job runs to its end on the version
+    it started on, and waits (pending, saying why) in a process that does
+    not have that version, for one that does.
 
     ``queue``: the django-rq queue every message of this flow goes to (its
     start, retries, resumes and the sweep's re-sends), served by
@@ -45,6 +52,9 @@ def register(
     the input, like ``"customer.id"``, or a callable of the input), at most
     this many per key. A job over the limit stays pending, waiting for a
     slot, and starts when a job of its key ends, oldest first.
+
+    The queue and the limit belong to the flow's name, for all its versions:
+    the last ``register`` of the name sets them.
     """
     from envoy_django.flow import StateFlow
 
@@ -60,12 +70,17 @@ def register(
         )
     if not isinstance(flow, StateFlow):
         raise FlowDefinitionError(f"register({name!r}, ...) needs a StateFlow, got {type(flow).__name__}")
-    limit = Limit.checked(name, max_active, concurrency_key)
-    if name in _flows and _flows[name] is not flow and not replace:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
         raise FlowDefinitionError(
-            f"a different flow is already registered as {name!r}; pass replace=True to swap it"
+            f"register({name!r}, ...): version must be a whole number from 1 to {MAX_VERSION}, "
+            f"got {short_repr(version)}")
+    limit = Limit.checked(name, max_active, concurrency_key)
+    versions = _flows.setdefault(name, {})
+    if version in versions and versions[version] is not flow and not replace:
+        raise FlowDefinitionError(
+            f"a different flow is already registered as {name!r} version {version}; pass replace=True to swap it"
         )
-    _flows[name] = flow
+    versions[version] = flow
     if queue is None:
         _queues.pop(name, None)
     else:
@@ -77,10 +92,34 @@ def register(
     return flow
 
 
-def unregister(name: str) -> None:
-    _flows.pop(name, None)
-    _queues.pop(name, None)
-    _limits.pop(name, None)
+def unregister(name: str, version: int | None = None) -> None:
+    """Forget flow ``name`` (or only that version of it)."""
+    if version is not None and len(_flows.get(name, {})) > 1:
+        _flows[name].pop(version, None)
+    else:
+        _flows.pop(name, None)
+        _queues.pop(name, None)
+        _limits.pop(name, None)
+
+
+def runnable() -> list[str]:
+    """``"name:version"`` for every flow version this process can run (the claim takes no other job)."""
+    return [f"{name}:{version}" for name, versions in _flows.items() for version in versions]
+
+
+def has_version(name: str, version: int) -> bool:
+    return version in _flows.get(name, ())
+
+
+def versions_of(name: str) -> list[int]:
+    """The versions of flow ``name`` registered in this process, lowest first."""
+    return sorted(_flows.get(name, {}))
+
+
+def latest(name: str) -> tuple[StateFlow, int]:
+    """The highest registered version of flow ``name`` and its number: what a new job starts on."""
+    flow = get_flow(name)
+    return flow, max(_flows[name])
 
 
 def limit_of(name: str) -> Limit | None:
@@ -112,13 +151,19 @@ def routed_queues() -> dict[str, str]:
     return dict(_queues)
 
 
-def get_flow(name: str) -> StateFlow:
+def get_flow(name: str, version: int | None = None) -> StateFlow:
+    """The flow registered as ``name``: that ``version`` of it, or its highest version."""
     if not isinstance(name, str):
         raise UnknownFlowError(f"a flow name is a string, got {short_repr(name)}")
-    try:
-        return _flows[name]
-    except KeyError:
-        pass
+    versions = _flows.get(name)
+    if versions:
+        if version is None:
+            return versions[max(versions)]
+        if version in versions:
+            return versions[version]
+        raise UnknownFlowVersionError(
+            f"flow {name!r} version {short_repr(version)} is not registered in this process "
+            f"(registered: {', '.join(map(str, sorted(versions)))})")
     _require_ready()
     names = sorted(_flows)
     close = difflib.get_close_matches(name, names, n=3) if len(name) <= 200 else []
@@ -128,7 +173,8 @@ def get_flow(name: str) -> StateFlow:
 
 
 def registered() -> dict[str, StateFlow]:
-    return dict(_flows)
+    """Every registered flow name, with its highest version."""
+    return {name: versions[max(versions)] for name, versions in _flows.items()}
 
 
 def _require_ready() -> None:

@@ -69,3 +69,30 @@ class FailJobsForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text=_("Recorded as each job's error."),
     )
+
+
+class MigrateJobsForm(forms.Form):
+    """The target version and, where states were renamed, how (``scheduler.migrate_jobs``)."""
+
+    to_version = forms.TypedChoiceField(label=_("Move to version"), coerce=int)
+    state_map = forms.CharField(
+        label=_("Renamed states"), required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60, "placeholder": "Review = Check"}),
+        help_text=_("One per line, old name = new name; states with the same name in both versions need none."),
+    )
+
+    def __init__(self, versions: list[int], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["to_version"].choices = [(v, _("version %(version)s") % {"version": v}) for v in versions]  # type: ignore[attr-defined]
+
+    def clean_state_map(self) -> dict[str, str]:
+        mapping: dict[str, str] = {}
+        for number, line in enumerate(self.cleaned_data["state_map"].splitlines(), 1):
+            if not line.strip():
+                continue
+            old, sep, new = line.partition("=")
+            if not sep or not old.strip() or not new.strip():
+                raise forms.ValidationError(
+                    _("Line %(number)s: write old name = new name."), params={"number": number})
+            mapping[old.strip()] = new.strip()
+        return mapping

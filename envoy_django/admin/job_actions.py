@@ -1,4 +1,4 @@
-"""Changelist actions on jobs: cancel, fail (with a reason) and retry.
+"""Changelist actions on jobs: cancel, fail (with a reason), retry, and move to another flow version.
 
 Each calls the scheduler once per job, in its own transaction, so one job
 the scheduler refuses (already finished, not failed, ...) becomes an error
@@ -19,8 +19,9 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from envoy_django import scheduler
-from envoy_django.admin.forms import FailJobsForm
+from envoy_django.admin.forms import FailJobsForm, MigrateJobsForm
 from envoy_django.exceptions import EnvoyError
+from envoy_django.registry import versions_of
 
 if TYPE_CHECKING:
     from envoy_django.admin.jobs import JobAdmin
@@ -109,3 +110,55 @@ def fail_jobs(modeladmin: JobAdmin, request: HttpRequest, queryset: QuerySet) ->
         "media": modeladmin.media,
     }
     return TemplateResponse(request, modeladmin.fail_jobs_template, context)
+
+
+@admin.action(description=_("Move selected jobs to another flow version…"), permissions=["operate"])
+def migrate_jobs(modeladmin: JobAdmin, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+    """Pick the version (and renamed states) on an intermediate page, then ``scheduler.migrate_jobs``.
+
+    The selection must be jobs of one flow on one version; of those, only
+    the pending and blocking ones move, all or none.
+    """
+    ids = selected_ids(modeladmin, request, queryset)
+    if ids is None:
+        return None
+    jobs = list(queryset.filter(pk__in=ids).only("id", "flow", "flow_version", "status", "state"))
+    kinds = {(job.flow, job.flow_version) for job in jobs}
+    if len(kinds) != 1:
+        modeladmin.message_user(request, gettext("Select jobs of one flow and one version; nothing was moved."),
+                                messages.ERROR)
+        return None
+    ((flow, version),) = kinds
+    targets = [v for v in versions_of(flow) if v != version]
+    if not targets:
+        modeladmin.message_user(request, gettext("Flow %(flow)s has no other version registered; nothing was "
+                                                 "moved.") % {"flow": flow}, messages.ERROR)
+        return None
+    if "apply" in request.POST:
+        form = MigrateJobsForm(targets, request.POST)
+        if form.is_valid():
+            to_version = form.cleaned_data["to_version"]
+            try:
+                moved = scheduler.migrate_jobs(flow, version, to_version, state_map=form.cleaned_data["state_map"],
+                                               job_ids=ids)
+            except EnvoyError as exc:
+                form.add_error(None, str(exc))
+            else:
+                modeladmin.message_user(request, ngettext(
+                    "Moved %(count)d job to version %(version)s.", "Moved %(count)d jobs to version %(version)s.",
+                    len(moved)) % {"count": len(moved), "version": to_version}, messages.SUCCESS)
+                return None
+    else:
+        form = MigrateJobsForm(targets, initial={"to_version": max(targets)})
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": _("Move jobs to another version"),
+        "opts": modeladmin.opts,
+        "jobs": jobs,
+        "flow": flow,
+        "version": version,
+        "form": form,
+        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        "media": modeladmin.media,
+    }
+    return TemplateResponse(request, modeladmin.migrate_jobs_template, context)

@@ -24,7 +24,7 @@ from django.utils.translation import gettext_lazy as _
 
 from envoy_django import registry
 from envoy_django.admin import display
-from envoy_django.admin.job_actions import cancel_jobs, fail_jobs, retry_jobs
+from envoy_django.admin.job_actions import cancel_jobs, fail_jobs, migrate_jobs, retry_jobs
 from envoy_django.admin.pagination import EstimatedCountMixin
 from envoy_django.exceptions import UnknownFlowError
 from envoy_django.flow.svg import graph_to_svg
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 # Columns the changelist shows; the checkpoint (context), payloads and
 # tracebacks can be large and are not loaded for a list of a hundred jobs.
 LIST_FIELDS = (
-    "id", "flow", "status", "state", "step", "max_steps", "progress", "progress_message", "pending_reason",
-    "parent", "created_at", "updated_at", "started_at", "finished_at",
+    "id", "flow", "flow_version", "status", "state", "step", "max_steps", "progress", "progress_message",
+    "pending_reason", "parent", "created_at", "updated_at", "started_at", "finished_at",
 )
 CHILDREN_SHOWN = 100
 
@@ -64,7 +64,7 @@ class JobChangeList(ChangeList):
 @admin.register(Job)
 class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
     list_display = (
-        "job_id", "flow", "status_badge", "state", "step_progress", "parent_link",
+        "job_id", "flow", "version", "status_badge", "state", "step_progress", "parent_link",
         "created", "updated", "duration_display",
     )
     list_display_links = ("job_id",)
@@ -77,9 +77,10 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
     sortable_by = ("created",)
     list_select_related = False
     show_facets = admin.ShowFacets.NEVER  # facets are COUNT(*)s per filter choice
-    actions = (cancel_jobs, fail_jobs, retry_jobs)
+    actions = (cancel_jobs, fail_jobs, retry_jobs, migrate_jobs)
     change_form_template = "admin/envoy_django/job/change_form.html"
     fail_jobs_template = "admin/envoy_django/job/fail_jobs.html"
+    migrate_jobs_template = "admin/envoy_django/job/migrate_jobs.html"
     summary_fields = ("id", "flow_link", "status_badge", "current_state", "step_progress", "created_at", "ran")
     # Shown only when set, to keep the summary beside the picture short.
     optional_fields = {
@@ -187,10 +188,15 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
             fieldsets.append((_("Error"), {"fields": self.error_fields}))
         return fieldsets
 
+    @admin.display(description=_("version"))
+    def version(self, job: Job) -> str:
+        return f"v{job.flow_version}"
+
     @admin.display(description=_("flow"))
     def flow_link(self, job: Job) -> SafeString:
         url = display.changelist_url(self.admin_site.name, "job", flow=job.flow)
-        return format_html('<a href="{}" title="{}">{}</a>', url, _("Jobs of this flow"), job.flow)
+        return format_html('<a href="{}" title="{}">{}</a> <small>{}</small>', url, _("Jobs of this flow"), job.flow,
+                           gettext("version %(version)s") % {"version": job.flow_version})
 
     @admin.display(description=_("state"))
     def current_state(self, job: Job) -> str:
@@ -291,9 +297,9 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 
 def flow_picture(job: Job, visited: set[str]) -> SafeString | None:
-    """The job's flow as inline SVG with its path marked; None if the flow is no longer registered."""
+    """The job's flow, in the job's version, as inline SVG with its path marked; None if that is not registered."""
     try:
-        flow = registry.get_flow(job.flow)
+        flow = registry.get_flow(job.flow, job.flow_version)
     except UnknownFlowError:
         return None
     svg = graph_to_svg(

@@ -162,15 +162,24 @@ class Context:
 
     # --- waits ---------------------------------------------------------------
 
-    def spawn(self, flow_name: str, input: Any = None) -> str:
-        """Start a child job of ``flow_name``; the flow blocks until it ends."""
+    def spawn(self, flow_name: str, input: Any = None, *, version: int | None = None) -> str:
+        """Start a child job of ``flow_name``; the flow blocks until it ends.
+
+        The child starts on the flow's highest registered version, or on ``version``.
+        """
         if not isinstance(flow_name, str) or not flow_name or len(flow_name) > MAX_NAME:
             raise FlowError(
                 f"spawn in state {self.state()!r}: flow name must be a non-empty string of at most "
                 f"{MAX_NAME} characters, got {short_repr(flow_name)}"
             )
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise FlowError(f"spawn of {flow_name!r} in state {self.state()!r}: version must be a whole number "
+                            f"of at least 1, got {short_repr(version)}")
         wait_id = new_wait_id("spawn")
-        self._add_wait(wait_id, "spawn", {"flow": flow_name, "input": input}, None)
+        params = {"flow": flow_name, "input": input}
+        if version is not None:
+            params["version"] = version
+        self._add_wait(wait_id, "spawn", params, None)
         return wait_id
 
     def wait_for(self, items: str | dict | Iterable[str | dict], timeout: float | None = None) -> list[str]:

@@ -47,10 +47,14 @@ class SpawnWait:
     state: str
     flow: str
     input: Any
+    version: int | None = None  # None: the flow's highest registered version
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"flow": self.flow, "input": self.input}
+        params = {"flow": self.flow, "input": self.input}
+        if self.version is not None:
+            params["version"] = self.version
+        return params
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def new_wait(spec: dict[str, Any]) -> NewWait:
     """The typed form of a wait as the context stores it."""
     params = spec["params"]
     if spec["type"] == "spawn":
-        return SpawnWait(id=spec["id"], state=spec["state"], flow=params["flow"], input=params["input"])
+        return SpawnWait(id=spec["id"], state=spec["state"], flow=params["flow"], input=params["input"],
+                         version=params.get("version"))
     if spec["type"] == "escalation":
         return EscalationWait(
             id=spec["id"], state=spec["state"], user=params["user"], group=params.get("group", ""),

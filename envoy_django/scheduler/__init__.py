@@ -31,6 +31,7 @@ from envoy_django.scheduler.asyncapi import (
 )
 from envoy_django.scheduler.schedules import add_schedule, remove_schedule, run_due_schedules
 from envoy_django.scheduler.sweep import cleanup_orphaned_jobs
+from envoy_django.scheduler.versions import migrate_jobs
 
 __all__ = [
     "add_schedule",
@@ -50,6 +51,7 @@ __all__ = [
     "get_job",
     "list_blocking_jobs",
     "list_escalations",
+    "migrate_jobs",
     "remove_schedule",
     "reply_to_escalation",
     "resolve_blocking_job",

@@ -45,7 +45,7 @@ from envoy_django.models import (
     WaitType,
 )
 from envoy_django.payloads import check_name, check_payload
-from envoy_django.registry import concurrency_key, get_flow
+from envoy_django.registry import concurrency_key, latest
 from envoy_django.scheduler import aftercommit, assignees, transitions, waits
 from envoy_django.scheduler.replies import check_approval, clean_reply
 
@@ -75,8 +75,8 @@ def schedule(
             return existing
     try:
         with aftercommit.atomic(one_statement=True):  # the job's INSERT
-            job = transitions.create(name, new.flow, input, run_after=new.run_at, idempotency_key=idempotency_key,
-                                     concurrency_key=new.concurrency_key)
+            job = transitions.create(name, new.flow, input, version=new.version, run_after=new.run_at,
+                                     idempotency_key=idempotency_key, concurrency_key=new.concurrency_key)
     except IntegrityError:
         existing = _same_key(idempotency_key, name, input) if idempotency_key is not None else None
         if existing is None:
@@ -105,10 +105,11 @@ def schedule_many(items: Iterable[ScheduleItem]) -> list[str]:
         sources, to_create = _keys_taken(new)
         try:
             with aftercommit.atomic():
-                created = transitions.create_many(
-                    [(job.name, job.flow, job.input, job.run_at, job.idempotency_key, job.concurrency_key)
-                     for job in to_create]
-                )
+                created = transitions.create_many([
+                    transitions.NewJob(job.name, job.flow, job.version, job.input, job.run_at, job.idempotency_key,
+                                       job.concurrency_key)
+                    for job in to_create
+                ])
         except IntegrityError:
             # Another caller committed one of these keys meanwhile (PostgreSQL waits for it before
             # refusing ours): look again. Each round sees more keys taken, so this ends.
@@ -126,6 +127,7 @@ class _NewJob:
 
     name: str
     flow: StateFlow
+    version: int
     input: Any
     run_at: dt.datetime | None
     idempotency_key: str | None
@@ -133,13 +135,13 @@ class _NewJob:
 
     @classmethod
     def checked(cls, name: str, input: Any, run_at: Any, idempotency_key: Any) -> _NewJob:
-        flow = get_flow(name)
+        flow, version = latest(name)
         check_payload(input, f"input of flow {name!r}")
         if run_at is not None:
             run_at = _aware(run_at, f"run_at for flow {name!r}")
         if idempotency_key is not None:
             check_name(idempotency_key, f"idempotency_key for flow {name!r}", MAX_IDEMPOTENCY_KEY)
-        return cls(name, flow, input, run_at, idempotency_key, concurrency_key(name, input))
+        return cls(name, flow, version, input, run_at, idempotency_key, concurrency_key(name, input))
 
     @classmethod
     def from_item(cls, index: int, item: Any) -> _NewJob:

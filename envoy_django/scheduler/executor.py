@@ -32,7 +32,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
@@ -52,7 +52,7 @@ from envoy_django.flow.results import (
 )
 from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
 from envoy_django.payloads import check_size, check_text
-from envoy_django.registry import concurrency_key, get_flow
+from envoy_django.registry import concurrency_key, get_flow, latest
 from envoy_django.scheduler import aftercommit, assignees, transitions
 from envoy_django.scheduler.failures import format_exception, log_failed, log_retry
 from envoy_django.scheduler.heartbeat import Heartbeat
@@ -111,7 +111,7 @@ class _Run:
 
     def loop(self) -> None:
         try:
-            flow = get_flow(self.job.flow)
+            flow = get_flow(self.job.flow, self.job.flow_version)
             ctx = self._load_context(flow)
         except EnvoyError as exc:
             self._fail(exc)
@@ -177,7 +177,7 @@ class _Run:
     # --- committing --------------------------------------------------------
 
     def _commit(self, before: Context, result: StepResult, checkpoint: dict[str, Any],
-                children: dict[str, tuple[StateFlow, str | None]]) -> None:
+                children: dict[str, _Child]) -> None:
         after = result.context
         now = timezone.now()
         values: dict[str, Any] = dict(
@@ -222,17 +222,21 @@ class _Run:
         if failure:
             log_failed(self.job, failure)
 
-    def _check_new_waits(self, new_waits: tuple[NewWait, ...]) -> dict[str, tuple[StateFlow, str | None]]:
+    def _check_new_waits(self, new_waits: tuple[NewWait, ...]) -> dict[str, _Child]:
         """Before the transaction, so a bad wait fails the job cleanly: spawned flows and the people asked.
 
-        Returns the flows of the children to create and their concurrency keys, by wait id.
+        Returns the children to create, by wait id.
         """
         flows = {}
         for wait in new_waits:
             where = f"state {wait.state!r} of job {self.job.pk}"
             if isinstance(wait, SpawnWait):
                 try:
-                    flows[wait.id] = (get_flow(wait.flow), concurrency_key(wait.flow, wait.input))
+                    if wait.version is None:
+                        flow, version = latest(wait.flow)
+                    else:
+                        flow, version = get_flow(wait.flow, wait.version), wait.version
+                    flows[wait.id] = _Child(flow, version, concurrency_key(wait.flow, wait.input))
                 except EnvoyError as exc:
                     raise _BadWaitError(f"{where} spawned: {exc}") from exc
             elif isinstance(wait, EscalationWait):
@@ -241,7 +245,7 @@ class _Run:
                     raise _BadWaitError(f"{where} escalated to {missing}")
         return flows
 
-    def _create_waits(self, new_waits: tuple[NewWait, ...], children: dict[str, tuple[StateFlow, str | None]],
+    def _create_waits(self, new_waits: tuple[NewWait, ...], children: dict[str, _Child],
                       now: dt.datetime) -> None:
         Wait.objects.filter(job_id=self.job.pk, wait_id__in=[w.id for w in new_waits]).delete()
         rows = []
@@ -250,10 +254,10 @@ class _Run:
             row = Wait(job_id=self.job.pk, wait_id=wait.id, type=_WAIT_TYPES[type(wait)], params=wait.params,
                        expires_at=now + dt.timedelta(seconds=timeout) if timeout else None, created_at=now)
             if isinstance(wait, SpawnWait):
-                flow, key = children[wait.id]
+                child = children[wait.id]
                 row.child = transitions.create(
-                    wait.flow, flow, wait.input, parent=self.job, parent_wait_id=wait.id, concurrency_key=key,
-                    now=now,
+                    wait.flow, child.flow, wait.input, version=child.version, parent=self.job,
+                    parent_wait_id=wait.id, concurrency_key=child.concurrency_key, now=now,
                 )
             elif isinstance(wait, EscalationWait):
                 escalation = Escalation.objects.create(
@@ -388,6 +392,14 @@ class _Run:
             log.warning("job %s: could not hand it back either; the sweep sends it again once its lease expires",
                         self.job.pk)
             close_old_connections()
+
+
+class _Child(NamedTuple):
+    """A child job a state spawned: its flow, the version it starts on, its concurrency key."""
+
+    flow: StateFlow
+    version: int
+    concurrency_key: str | None
 
 
 _WAIT_TYPES = {EventWait: WaitType.EVENT, SpawnWait: WaitType.SPAWN, EscalationWait: WaitType.ESCALATION}

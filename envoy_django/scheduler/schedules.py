@@ -32,7 +32,7 @@ from envoy_django.exceptions import EnvoyError, InvalidArgumentError
 from envoy_django.flow.values import short_repr
 from envoy_django.models import Job, Schedule
 from envoy_django.payloads import check_name, check_payload
-from envoy_django.registry import concurrency_key, get_flow
+from envoy_django.registry import concurrency_key, get_flow, latest
 from envoy_django.scheduler import aftercommit, transitions
 
 log = logging.getLogger("envoy_django.schedules")
@@ -138,15 +138,15 @@ def _tick(schedule: Schedule, now: dt.datetime) -> str | None:
     tick_key = f"envoy-schedule:{schedule.pk}:{tick.isoformat()}"
     job_id = None
     try:
-        flow = get_flow(schedule.flow)
+        flow, version = latest(schedule.flow)
         key = concurrency_key(schedule.flow, schedule.input)
     except EnvoyError as exc:
         log.error("schedule %r: no job for the tick at %s: %s", schedule.name, tick.isoformat(), exc)
     else:
         try:
             with transaction.atomic():  # a savepoint: a duplicate key leaves the rest of the batch alone
-                job = transitions.create(schedule.flow, flow, schedule.input, idempotency_key=tick_key,
-                                         concurrency_key=key)
+                job = transitions.create(schedule.flow, flow, schedule.input, version=version,
+                                         idempotency_key=tick_key, concurrency_key=key)
             job_id = str(job.pk)
         except IntegrityError:  # that tick has its job already (a crash before the update below, say)
             existing = Job.objects.filter(idempotency_key=tick_key).values_list("pk", flat=True).first()

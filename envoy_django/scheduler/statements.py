@@ -75,11 +75,12 @@ def fenced_checkpoint(job_id: Any, owner: str, job_values: dict[str, Any], step:
     return sql, [*set_params, job_id, owner, JobStatus.RUNNING, *step_params]
 
 def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claims: int,
-          gated_flows: list[str]) -> tuple[str, list[Any]]:
+          gated_flows: list[str], runnable: list[str]) -> tuple[str, list[Any]]:
     """Take the job's row if it is free and runnable now, and lease it to ``owner``: one statement.
 
     Runnable: pending and due, or running on a lease that ran out, and not
-    yet claimed ``max_claims`` times, and holding a slot if its flow is one
+    yet claimed ``max_claims`` times, of a flow version this process has
+    (``runnable``: ``"name:version"``), and holding a slot if its flow is one
     of ``gated_flows`` (those with a concurrency limit, whose jobs take a
     slot on the slower path first). A row another transaction holds is
     skipped, not waited for. It returns the job's row as it is now, then
@@ -95,7 +96,7 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
         f"WHERE id = %s AND claims < %s AND ("
         f"(status = %s AND (run_after IS NULL OR run_after <= %s)) OR "
         f"(status = %s AND (lease_expires_at IS NULL OR lease_expires_at <= %s))) "
-        f"AND (slot = %s OR NOT flow = ANY(%s)) "
+        f"AND (slot = %s OR NOT flow = ANY(%s)) AND (flow || ':' || flow_version::text) = ANY(%s) "
         f"FOR UPDATE SKIP LOCKED) "
         f"UPDATE {table} AS job SET status = %s, lease_owner = %s, lease_expires_at = %s, "
         f"started_at = COALESCE(job.started_at, %s), run_after = NULL, claims = job.claims + 1, updated_at = %s, "
@@ -105,7 +106,8 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
         f"claimable.status AS was_status, claimable.lease_owner AS was_owner"
     )
     params = [
-        job_id, max_claims, JobStatus.PENDING, now, JobStatus.RUNNING, now, SlotStatus.HELD, list(gated_flows),
+        job_id, max_claims, JobStatus.PENDING, now, JobStatus.RUNNING, now,
+        SlotStatus.HELD, list(gated_flows), list(runnable),
         JobStatus.RUNNING, owner, lease_expires_at, now, now, SlotStatus.WAITING,
     ]
     return sql, params

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import OperationalError, connection
 from django.db.models import Count, F, Q
@@ -91,6 +91,7 @@ def create(
     flow: StateFlow,
     input: Any,
     *,
+    version: int = 1,
     run_after: dt.datetime | None = None,
     idempotency_key: str | None = None,
     parent: Job | None = None,
@@ -106,6 +107,7 @@ def create(
     now = now or timezone.now()
     job = Job.objects.create(
         flow=name,
+        flow_version=version,
         input=input,
         concurrency_key=concurrency_key,
         state=flow.start_state,
@@ -123,23 +125,39 @@ def create(
     return job
 
 
-def create_many(
-    jobs: list[tuple[str, StateFlow, Any, dt.datetime | None, str | None, str | None]],
-) -> list[Job]:
-    """New pending jobs, each ``(name, flow, input, run_after, idempotency_key, concurrency_key)``.
+class NewJob(NamedTuple):
+    """One job for ``create_many``, its arguments checked by the caller."""
 
-    One INSERT per 1,000 rows.
+    name: str
+    flow: StateFlow
+    version: int
+    input: Any
+    run_after: dt.datetime | None
+    idempotency_key: str | None
+    concurrency_key: str | None
+
+
+def create_many(jobs: list[NewJob]) -> list[Job]:
+    """New pending jobs, sent to the workers after the commit: one INSERT per 1,000 rows; the rows, in order.
+
+    Rows go in in the order of their idempotency keys: two callers inserting
+    the same keys then meet at the first one they share (the later waits
+    for the earlier, then finds the key taken) instead of each holding a key
+    the other waits for, which PostgreSQL ends as a deadlock.
     """
     now = timezone.now()
-    rows = Job.objects.bulk_create(
+    order = sorted(range(len(jobs)), key=lambda i: jobs[i].idempotency_key or "")
+    inserted = Job.objects.bulk_create(
         [
-            Job(flow=name, input=input, state=flow.start_state, max_steps=flow.max_steps, run_after=run_after,
-                idempotency_key=idempotency_key, concurrency_key=concurrency_key, created_at=now, updated_at=now,
-                enqueued_at=now)
-            for name, flow, input, run_after, idempotency_key, concurrency_key in jobs
+            Job(flow=job.name, flow_version=job.version, input=job.input, state=job.flow.start_state,
+                max_steps=job.flow.max_steps, run_after=job.run_after, idempotency_key=job.idempotency_key,
+                concurrency_key=job.concurrency_key, created_at=now, updated_at=now, enqueued_at=now)
+            for job in (jobs[i] for i in order)
         ],
         batch_size=1000,
     )
+    placed = dict(zip(order, inserted, strict=True))
+    rows = [placed[i] for i in range(len(jobs))]
     for job in rows:
         aftercommit.enqueue(job.pk, job.run_after, flow=job.flow)
         aftercommit.send(signals.job_scheduled, job)
@@ -194,7 +212,8 @@ def _claim_at_once(job_id: Any, owner: str, limited: list[str]) -> Held | None:
     """
     now = timezone.now()
     sql, params = statements.claim(job_id, owner, now=now, lease_expires_at=lease_until(now),
-                                   max_claims=envoy_settings.MAX_CLAIMS, gated_flows=limited)
+                                   max_claims=envoy_settings.MAX_CLAIMS, gated_flows=limited,
+                                   runnable=registry.runnable())
     with aftercommit.atomic(one_statement=True):
         job = next(iter(Job.objects.raw(sql, params)), None)
         if job is None:
@@ -229,9 +248,28 @@ def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
             log.info("job %s: taking over from %s, whose lease expired", job.pk, job.lease_owner)
         else:
             return None
+        if not _runnable_here(job):
+            return None
         if job.claims >= envoy_settings.MAX_CLAIMS:
             return _POISON
         return _take(job, owner, now)
+
+
+def _runnable_here(job: Job) -> bool:
+    """Whether this process has the job's flow version; if not, a pending job says so (and it is logged, once).
+
+    Such a job is left as it is, sent: the sweep sends it again within the
+    bound, until a process that has its version (an old or a new worker,
+    in a rolling deploy) claims it. It is never run on other code, nor failed.
+    """
+    if registry.has_version(job.flow, job.flow_version):
+        return True
+    reason = f"flow {job.flow!r} version {job.flow_version} is not registered in this process"
+    if job.status == JobStatus.PENDING and job.pending_reason != reason:
+        log.warning("job %s: %s; leaving it for a process that has it", job.pk, reason)
+        Job.objects.filter(pk=job.pk).update(pending_reason=reason)
+        job.pending_reason = reason
+    return False
 
 
 def _take(job: Job, owner: str, now: dt.datetime, **extra: Any) -> Held:
@@ -299,6 +337,8 @@ def _claim_slot(job_id: Any, owner: str, flow: str, key: str | None, input: Any)
         if job.status != JobStatus.PENDING or job.slot == SlotStatus.HELD:
             return _UNGATED
         if job.run_after and job.run_after > now:
+            return None
+        if not _runnable_here(job):
             return None
         if job.claims >= envoy_settings.MAX_CLAIMS:
             return _POISON
@@ -662,6 +702,32 @@ def retry_failed(job: Job) -> None:
     Job.objects.filter(pk=job.pk).update(**values)
     _assign(job, values)
     aftercommit.enqueue(job.pk, flow=job.flow)
+
+
+def move_version(job: Job, version: int, state_map: dict[str, str]) -> None:
+    """Put the locked, pending or blocking ``job`` on ``version`` of its flow, renaming states by ``state_map``.
+
+    The checkpoint keeps everything else. A pending job is sent again, since
+    a process may have left it alone for want of its old version.
+    """
+    now = timezone.now()
+    context = job.context
+    if context:
+        context = {
+            **context,
+            "state": state_map.get(context["state"], context["state"]),
+            "waits": {wait_id: {**wait, "state": state_map.get(wait["state"], wait["state"])} if "state" in wait
+                      else wait for wait_id, wait in (context.get("waits") or {}).items()},
+        }
+    values: dict[str, Any] = dict(flow_version=version, state=state_map.get(job.state, job.state), context=context,
+                                  updated_at=now)
+    sent = job.status == JobStatus.PENDING and job.slot != SlotStatus.WAITING
+    if sent:
+        values.update(enqueued_at=now, pending_reason="")
+    Job.objects.filter(pk=job.pk).update(**values)
+    _assign(job, values)
+    if sent:
+        aftercommit.enqueue(job.pk, job.run_after, flow=job.flow)
 
 
 # --- the sweep's writes --------------------------------------------------------------

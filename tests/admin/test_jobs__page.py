@@ -76,7 +76,7 @@ def test_job_of_a_flow_no_longer_registered(superuser_client):
     job_id = scheduler.schedule("retired")
     unregister("retired")
     html = page(superuser_client, job_id)
-    assert "The flow “retired” is no longer registered" in html
+    assert "The flow “retired” version 1 is not registered in this process" in html
     assert "<svg" not in html.split('id="envoy-flow-heading"')[1].split("</section>")[0]
     assert "<td>Only</td>" in html  # the history is still there
 

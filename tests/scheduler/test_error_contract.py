@@ -485,8 +485,8 @@ def _flow() -> StateFlow:
     pytest.param("contract_flow", lambda: {"states": []}, r"needs a StateFlow, got dict", False, id="flow-dict"),
     pytest.param("contract_flow", lambda: StateFlow, r"needs a StateFlow, got type", False, id="flow-class"),
     pytest.param("contract_flow", lambda: _flow, r"needs a StateFlow, got function", False, id="flow-function"),
-    pytest.param("hello", _flow, r"a different flow is already registered as 'hello'; pass replace=True", False,
-                 id="name-taken"),
+    pytest.param("hello", _flow, r"a different flow is already registered as 'hello' version 1; pass replace=True",
+                 False, id="name-taken"),
 ])
 def test_register_refuses_bad_input(unchanged, name, flow, match, huge):
     before = registered()

@@ -301,4 +301,22 @@ def _call_limited_api(ctx):
 register("rate_limited", StateFlow([{"name": "Call", "on_state": _call_limited_api}]))
 
 
+def _finish_as(version):
+    def finish(ctx):
+        ctx.output(f"{version}: {ctx.result('go')['value']}")
+        return ctx
+
+    return finish
+
+
+# Two versions of one flow. Worker processes register those in ENVOY_TEST_VERSIONS ("1,2" by
+# default), so a test can run old and new workers side by side, as a rolling deploy does.
+_VERSIONED = {
+    1: StateFlow([{"name": "Wait", "on_state": _await_go}, {"name": "Finish", "on_state": _finish_as("v1")}]),
+    2: StateFlow([{"name": "Await", "on_state": _await_go}, {"name": "Finish", "on_state": _finish_as("v2")}]),
+}
+for _version in os.environ.get("ENVOY_TEST_VERSIONS", "1,2").split(","):
+    register("versioned", _VERSIONED[int(_version)], version=int(_version))
+
+
 from tests.testapp import agent_flows  # noqa: E402,F401
