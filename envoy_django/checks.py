@@ -34,12 +34,15 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
                 id="envoy_django.E003",
             ))
     execution = user.get("EXECUTION", DEFAULTS["EXECUTION"])
-    if execution not in ("rq", "immediate"):
+    if execution not in ("rq", "immediate", "tasks"):
         errors.append(checks.Error(
-            f"ENVOY['EXECUTION'] must be 'rq' or 'immediate', got {execution!r}.",
-            hint="'immediate' runs jobs in the calling process; 'rq' needs envoy_worker processes.",
+            f"ENVOY['EXECUTION'] must be 'rq', 'immediate' or 'tasks', got {execution!r}.",
+            hint="'immediate' runs jobs in the calling process; 'rq' needs envoy_worker processes; "
+                 "'tasks' uses the site's Django Tasks backend.",
             id="envoy_django.E004",
         ))
+    if execution == "tasks":
+        errors += _tasks_errors(user)
     queue = user.get("QUEUE", DEFAULTS["QUEUE"])
     if execution == "rq" and queue not in (getattr(settings, "RQ_QUEUES", None) or {}):
         errors.append(checks.Error(
@@ -119,10 +122,16 @@ def check_stranded_versions(app_configs: Any = None, databases: Any = None, **kw
     """Unfinished jobs on a flow version this code does not register (``check --database default``)."""
     if not databases:
         return []
+    from django.db import DatabaseError
+
     from envoy_django.scheduler.versions import stranded_versions
 
+    try:
+        stranded = stranded_versions()
+    except DatabaseError:  # migrate runs database checks before its migrations: no table (or column) yet
+        return []
     warnings: list[checks.CheckMessage] = []
-    for flow, missing in sorted(stranded_versions().items()):
+    for flow, missing in sorted(stranded.items()):
         for version, jobs in sorted(missing.items()):
             warnings.append(checks.Warning(
                 f"{jobs} unfinished job(s) of flow {flow!r} are on version {version}, which this code does not "
@@ -132,3 +141,27 @@ def check_stranded_versions(app_configs: Any = None, databases: Any = None, **kw
                 id="envoy_django.W002",
             ))
     return warnings
+
+
+def _tasks_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:
+    from envoy_django.dispatch.tasks_api import tasks_module
+    from envoy_django.exceptions import MissingExtraError
+
+    try:
+        module = tasks_module()
+    except MissingExtraError as exc:
+        return [checks.Error(str(exc), hint="Django 6 has django.tasks built in; on Django 5.2 install the "
+                             "django-tasks backport.", id="envoy_django.E012")]
+    alias = user.get("TASKS_BACKEND", DEFAULTS["TASKS_BACKEND"])
+    if alias not in module.task_backends.settings:
+        return [checks.Error(f"ENVOY['TASKS_BACKEND'] is {alias!r}, which TASKS does not have.",
+                             hint="Name one of TASKS' aliases (the default is 'default').", id="envoy_django.E013")]
+    from envoy_django.registry import routed_queues
+
+    served = module.task_backends[alias].queues
+    return [
+        checks.Error(
+            f"flow {flow!r} is registered with queue {queue!r}, which the Tasks backend {alias!r} does not serve.",
+            hint=f"Add {queue!r} to TASKS[{alias!r}]['QUEUES'].", id="envoy_django.E014")
+        for flow, queue in sorted(routed_queues().items()) if served and queue not in served
+    ]

@@ -14,8 +14,10 @@ from django.dispatch import receiver
 
 DEFAULTS: dict[str, Any] = {
     # "immediate": run jobs in the calling process after commit (no Redis);
-    # "rq": enqueue job ids on the django-rq queue QUEUE for envoy_worker.
+    # "rq": enqueue job ids on the django-rq queue QUEUE for envoy_worker;
+    # "tasks": enqueue them on the Django Tasks backend TASKS_BACKEND (a TASKS alias).
     "EXECUTION": "immediate",
+    "TASKS_BACKEND": "default",
     "QUEUE": "envoy",
     # A failing phase runs at most 1 + MAX_RETRIES times.
     "MAX_RETRIES": 3,

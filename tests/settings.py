@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "django_tasks_db",  # the Django Tasks database backend, for ENVOY["EXECUTION"] = "tasks"
     "envoy_django",
     "tests.testapp",
 ]
@@ -92,7 +93,11 @@ else:
     }
     RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}, "envoy-priority": {"USE_REDIS_CACHE": "envoy-redis"}}
 
-# Worker processes started by tests read their ENVOY settings from these.
+# Worker processes started by tests (envoy_worker, and django-tasks-db's db_worker in "tasks" mode)
+# read their TASKS and ENVOY settings from these.
+if os.environ.get("ENVOY_TEST_EXECUTION") == "tasks":
+    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+
 ENVOY = {
     "EXECUTION": os.environ.get("ENVOY_TEST_EXECUTION", "immediate"),
     "RETRY_BACKOFF": 0.01,

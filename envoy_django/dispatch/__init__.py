@@ -4,6 +4,7 @@ A dispatcher is called from ``scheduler.aftercommit`` once the transaction
 that made the job runnable has committed (a worker must never receive a job
 whose row it cannot see). ``ENVOY["EXECUTION"]`` picks it: ``"rq"`` pushes
 the id onto the django-rq queue for ``envoy_worker`` processes;
+``"tasks"`` enqueues it on the site's Django Tasks backend;
 ``"immediate"`` runs the job in the calling process.
 """
 
@@ -35,6 +36,10 @@ def get_dispatcher() -> Dispatcher:
         from envoy_django.dispatch.rq_queue import RQDispatcher
 
         return RQDispatcher()
+    if envoy_settings.EXECUTION == "tasks":
+        from envoy_django.dispatch.tasks_queue import TasksDispatcher
+
+        return TasksDispatcher()
     from envoy_django.dispatch.immediate import dispatcher
 
     return dispatcher

@@ -341,7 +341,7 @@ class _Run:
                 self.held.finish(JobStatus.FAILED, error=message, error_type=error_type, traceback=traceback)
             log_failed(self.job, message, exc)
             return
-        delay = retry_delay(attempt) if envoy_settings.EXECUTION == "rq" else None
+        delay = retry_delay(attempt) if envoy_settings.EXECUTION != "immediate" else None
         run_after = timezone.now() + dt.timedelta(seconds=delay) if delay else None
         with aftercommit.atomic():
             self.held.retry_later(attempt=attempt, run_after=run_after, error=message, error_type=error_type,
@@ -380,7 +380,7 @@ class _Run:
     def _hand_back(self, exc: OperationalError) -> None:
         """The database let us down mid-run (a dropped connection, a lock timeout): run it again soon."""
         log.warning("job %s: database error (%s); handing it back", self.job.pk, exc)
-        delay = retry_delay(self.job.claims) if envoy_settings.EXECUTION == "rq" else 0.0
+        delay = retry_delay(self.job.claims) if envoy_settings.EXECUTION != "immediate" else 0.0
         self._back_off(delay, counts=True)
 
     def _back_off(self, delay: float, *, counts: bool) -> None:

@@ -22,7 +22,8 @@ log = logging.getLogger("envoy_django.worker")
 class Command(BaseCommand):
     help = (
         "Run Envoy workers: RQ worker processes and the recovery sweep (EXECUTION 'rq'), "
-        "or the sweep alone, running due and stranded jobs in this process (EXECUTION 'immediate')."
+        "or the sweep alone, running due and stranded jobs in this process (EXECUTION 'immediate') or sending "
+        "them to the Django Tasks backend (EXECUTION 'tasks')."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -66,12 +67,13 @@ class Command(BaseCommand):
         from envoy_django.sweeper import Sweeper, sweep_once
 
         if options["concurrency"] != 1 or options["queues"]:
-            log.warning("ENVOY['EXECUTION'] is 'immediate': --concurrency and --queue do not apply")
+            log.warning("ENVOY['EXECUTION'] is %r: --concurrency and --queue do not apply", envoy_settings.EXECUTION)
         if options["burst"]:
             sweep_once()
             return
-        log.info("ENVOY['EXECUTION'] is 'immediate': sweeping every %ss; due and stranded jobs run here",
-                 envoy_settings.SWEEP_INTERVAL)
+        where = "run here" if envoy_settings.EXECUTION == "immediate" else "go to the Tasks backend"
+        log.info("ENVOY['EXECUTION'] is %r: sweeping every %ss; due and stranded jobs %s",
+                 envoy_settings.EXECUTION, envoy_settings.SWEEP_INTERVAL, where)
         sweeper = Sweeper()
         sweeper.install_signal_handlers()
         sweeper.run()
