@@ -785,22 +785,26 @@ def reset_state_keep_workers() -> None:
 
 
 def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
-    from envoy_django.models import Job, JobStatus
+    from envoy_django.models import Job, JobStatus, Step
 
     reset_state()
     handle = bench_workers()
     supervisor = handle.start(1)
     samples = []
+    worker_pid = 0
     try:
-        wait_until(lambda: len(child_pids(supervisor.pid)) >= 1, 60, "the worker process")
-        worker_pid = child_pids(supervisor.pid)[0]
         total = 0
         for target in sorted(args.memory_jobs):
             ids, _ = schedule_batches("bench_one", target - total)
             total = target
             wait_until(lambda: unfinished() == 0, 600 + target * 0.05, f"{target} jobs to finish", interval=0.5)
-            if child_pids(supervisor.pid) != [worker_pid]:
-                raise RuntimeError("the worker process was replaced during the memory run")
+            # The process that ran them, from the steps' lease owners ("host:pid:..."): one, the same each time.
+            ran_in = {int(owner.split(":")[1]) for owner in Step.objects.values_list("worker", flat=True).distinct()}
+            if len(ran_in) != 1 or (worker_pid and ran_in != {worker_pid}):
+                raise RuntimeError(f"the jobs ran in processes {sorted(ran_in)}, not in one worker process")
+            (worker_pid,) = ran_in
+            if worker_pid not in child_pids(supervisor.pid):
+                raise RuntimeError(f"worker process {worker_pid} is gone: it was replaced during the memory run")
             done = Job.objects.filter(status=JobStatus.DONE).count()
             sample = {"jobs": done, **rss_kb(worker_pid)}
             samples.append(sample)
