@@ -182,7 +182,7 @@ def claim(job_id: Any, owner: str) -> Held | None:
     if limited:
         gated = (
             Job.objects.filter(pk=job_id, status=JobStatus.PENDING, flow__in=limited)
-            .exclude(slot=SlotStatus.HELD).values_list("flow", "concurrency_key", "input").first()
+            .exclude(slot=SlotStatus.HELD).values_list("flow", "concurrency_key").first()
         )
         if gated:
             try:
@@ -311,7 +311,7 @@ def _lock_slots(flow: str, key: str, job_id: Any = None) -> None:
         Job.objects.filter(pk=job_id).update(updated_at=F("updated_at"))
 
 
-def _claim_slot(job_id: Any, owner: str, flow: str, key: str | None, input: Any) -> Any:
+def _claim_slot(job_id: Any, owner: str, flow: str, key: str | None) -> Any:
     """Claim a job of a limited flow that holds no slot: take one, or mark it waiting for one.
 
     The slots' lock comes before the job's row, and the row is not waited
@@ -323,7 +323,7 @@ def _claim_slot(job_id: Any, owner: str, flow: str, key: str | None, input: Any)
         return _UNGATED
     if key is None:  # scheduled before its flow had a limit
         try:
-            key = limit.key_for(flow, input)
+            key = limit.key_for(flow, Job.objects.filter(pk=job_id).values_list("input", flat=True).first())
         except InvalidArgumentError as exc:
             log.warning("job %s: %s; it shares the slots of key ''", job_id, exc)
             key = ""

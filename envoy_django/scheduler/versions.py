@@ -9,17 +9,17 @@ moving jobs on once the old code is to go.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db.models import Count
 
-from envoy_django.exceptions import InvalidArgumentError, JobNotFoundError
+from envoy_django.exceptions import InvalidArgumentError
 from envoy_django.flow.values import short_repr
 from envoy_django.models import UNFINISHED_STATUSES, Job, JobStatus
 from envoy_django.registry import get_flow, versions_of
 from envoy_django.scheduler import aftercommit, transitions
+from envoy_django.scheduler.api import _uuid as parse_id
 
 IDS_SHOWN = 5
 
@@ -74,7 +74,7 @@ def migrate_jobs(
     candidates = Job.objects.filter(flow=flow, flow_version=from_version,
                                     status__in=[JobStatus.PENDING, JobStatus.BLOCKING])
     if job_ids is not None:
-        candidates = candidates.filter(pk__in=[_uuid(job_id, where) for job_id in job_ids])
+        candidates = candidates.filter(pk__in=[parse_id(job_id, "job") for job_id in job_ids])
     with aftercommit.atomic():
         # Busy rows (a claim taking one this instant) are skipped: they are running, not movable.
         jobs = list(candidates.select_for_update(skip_locked=True).order_by("pk"))
@@ -108,9 +108,3 @@ def _checked_map(state_map: Mapping[str, str] | None, states: set[str], where: s
                 f"(states: {', '.join(sorted(states))})")
     return dict(state_map)
 
-
-def _uuid(value: Any, where: str) -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise JobNotFoundError(f"{where}: {short_repr(value)} is not a job id") from None
