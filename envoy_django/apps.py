@@ -12,3 +12,17 @@ class EnvoyConfig(AppConfig):
 
         use_json_serializer()
         autodiscover_modules("flows")
+        _register_task_backends()
+
+
+def _register_task_backends() -> None:
+    """Make the flows of every ``EnvoyBackend`` in ``TASKS`` runnable in this process (a worker included)."""
+    from django.conf import settings
+
+    if not getattr(settings, "TASKS", None):
+        return
+    try:
+        from envoy_django.tasks import register_configured_backends
+    except ImportError:  # Django 5.2 without the django-tasks backport: no Tasks backend can be built
+        return
+    register_configured_backends()

@@ -156,9 +156,17 @@ def _tasks_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:
     if alias not in module.task_backends.settings:
         return [checks.Error(f"ENVOY['TASKS_BACKEND'] is {alias!r}, which TASKS does not have.",
                              hint="Name one of TASKS' aliases (the default is 'default').", id="envoy_django.E013")]
+    from envoy_django.tasks import EnvoyBackend
+
+    backend = module.task_backends[alias]
+    if isinstance(backend, EnvoyBackend):
+        return [checks.Error(
+            f"ENVOY['TASKS_BACKEND'] is {alias!r}, an EnvoyBackend: envoy's own messages would go back to envoy.",
+            hint="Name a backend with its own queue and worker (django-tasks-db's, django-tasks-rq's...), or use "
+                 "ENVOY['EXECUTION'] = 'rq' or 'immediate' beside an EnvoyBackend.", id="envoy_django.E015")]
     from envoy_django.registry import routed_queues
 
-    served = module.task_backends[alias].queues
+    served = backend.queues
     return [
         checks.Error(
             f"flow {flow!r} is registered with queue {queue!r}, which the Tasks backend {alias!r} does not serve.",

@@ -94,9 +94,13 @@ else:
     RQ_QUEUES = {"envoy": {"USE_REDIS_CACHE": "envoy-redis"}, "envoy-priority": {"USE_REDIS_CACHE": "envoy-redis"}}
 
 # Worker processes started by tests (envoy_worker, and django-tasks-db's db_worker in "tasks" mode)
-# read their TASKS and ENVOY settings from these.
+# read their TASKS and ENVOY settings from these. "envoy" runs the plain @task functions of
+# tests/testapp/tasks.py as envoy jobs, its "envoy-priority" queue on the django-rq queue of that name.
+TASKS: dict[str, dict[str, Any]] = {
+    "envoy": {"BACKEND": "envoy_django.tasks.EnvoyBackend", "QUEUES": ["default", "envoy-priority"]},
+}
 if os.environ.get("ENVOY_TEST_EXECUTION") == "tasks":
-    TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend"}}
+    TASKS["default"] = {"BACKEND": "django_tasks_db.DatabaseBackend"}
 
 ENVOY = {
     "EXECUTION": os.environ.get("ENVOY_TEST_EXECUTION", "immediate"),

@@ -54,6 +54,7 @@ from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
 from envoy_django.payloads import check_size, check_text
 from envoy_django.registry import concurrency_key, get_flow, latest
 from envoy_django.scheduler import aftercommit, assignees, transitions
+from envoy_django.scheduler.current import advancing
 from envoy_django.scheduler.failures import format_exception, log_failed, log_retry
 from envoy_django.scheduler.heartbeat import Heartbeat
 
@@ -131,7 +132,8 @@ class _Run:
                 return
             self.started = timezone.now()
             try:
-                result = flow.advance(ctx)
+                with advancing(self.job, self.owner, self.started):
+                    result = flow.advance(ctx)
                 checkpoint = self._checkpoint(result.context)
                 children = self._check_new_waits(result.new_waits)
             except HandlerError as exc:

@@ -98,5 +98,8 @@ def test_checks_name_a_missing_backend_alias_and_an_unserved_queue():
         assert [e.id for e in check_envoy_settings()] == ["envoy_django.E013"]
     with tasks_mode("dummy.DummyBackend"):
         errors = check_envoy_settings()
-    assert [e.id for e in errors] == ["envoy_django.E014"]
-    assert "flow 'urgent_child' is registered with queue 'envoy-priority'" in errors[0].msg
+    # urgent_child, and the flow of the test EnvoyBackend's tasks on that queue
+    assert [e.id for e in errors] == ["envoy_django.E014"] * 2
+    assert [e.msg.split(" is registered")[0] for e in errors] == ["flow 'envoy.task.envoy-priority'",
+                                                                 "flow 'urgent_child'"]
+    assert "with queue 'envoy-priority', which the Tasks backend 'default' does not serve" in errors[1].msg
