@@ -435,6 +435,17 @@ def measure_all(args: Any, log: Callable[[str], None]) -> tuple[list[dict], list
     blocking = Job.objects.filter(status="blocking").count()
     add(f"list_blocking_jobs() ({blocking:,} blocking jobs)", api.list_blocking_jobs)
     add("cleanup_orphaned_jobs() (one steady-state sweep)", cleanup_orphaned_jobs)
+    # The overview page's and the metrics scrape's queries.
+    from django.utils import timezone
+
+    from envoy_django import overview
+    from envoy_django.metrics import DatabaseCollector
+
+    add("overview: unfinished jobs per flow and status", overview.unfinished_by_flow)
+    add("overview: the last hour of ends, per minute", lambda: overview.last_hour(timezone.now()))
+    add("overview: stalled jobs (first 101)", lambda: overview.stalled_jobs(timezone.now()))
+    add("overview: oldest pending escalations", overview.oldest_escalations)
+    add("metrics scrape: the database's gauges", lambda: list(DatabaseCollector().collect()))
 
     admin_shapes(add, ids, notes, log)
     return shapes, notes
@@ -484,6 +495,8 @@ def admin_shapes(add: Callable, ids: dict[str, Any], notes: list[str], log: Call
         add("admin job page (long job, 2,009 steps)", get(reverse("admin:envoy_django_job_change", args=[ids["long"]])))
     if Escalation in admin.site._registry:
         add("admin escalation changelist: first page", get(reverse("admin:envoy_django_escalation_changelist")))
+    add("admin Envoy overview page", get(reverse("admin:envoy_django_overview_changelist")))
+    add("GET /envoy/metrics/ (the database gauges; no counting in the bench)", get(reverse("envoy_django:metrics")))
 
 
 def status_filter_param(model: Any) -> str:

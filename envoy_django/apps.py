@@ -13,6 +13,19 @@ class EnvoyConfig(AppConfig):
         use_json_serializer()
         autodiscover_modules("flows")
         _register_task_backends()
+        _install_metrics()
+
+
+def _install_metrics() -> None:
+    from envoy_django.conf import envoy_settings
+
+    if envoy_settings.METRICS:
+        from envoy_django import metrics
+
+        try:
+            metrics.install()
+        except ImportError:  # no prometheus_client: check E016 says so
+            pass
 
 
 def _register_task_backends() -> None:

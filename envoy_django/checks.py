@@ -43,6 +43,8 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
         ))
     if execution == "tasks":
         errors += _tasks_errors(user)
+    errors += _metrics_errors(user)
+    errors += _stream_errors(user)
     queue = user.get("QUEUE", DEFAULTS["QUEUE"])
     if execution == "rq" and queue not in (getattr(settings, "RQ_QUEUES", None) or {}):
         errors.append(checks.Error(
@@ -141,6 +143,31 @@ def check_stranded_versions(app_configs: Any = None, databases: Any = None, **kw
                 id="envoy_django.W002",
             ))
     return warnings
+
+
+def _metrics_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:
+    if not user.get("METRICS", DEFAULTS["METRICS"]):
+        return []
+    import importlib.util
+
+    if importlib.util.find_spec("prometheus_client") is None:
+        return [checks.Error("ENVOY['METRICS'] is on, but prometheus_client is not installed.",
+                             hint="pip install 'envoy-django[metrics]'", id="envoy_django.E016")]
+    token = user.get("METRICS_TOKEN")
+    if token is not None and (not isinstance(token, str) or len(token) < 16):
+        return [checks.Error("ENVOY['METRICS_TOKEN'] must be a string of at least 16 characters.",
+                             hint="A random one: python -c 'import secrets; print(secrets.token_urlsafe())'",
+                             id="envoy_django.E017")]
+    return []
+
+
+def _stream_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:
+    alias = user.get("STREAM_CACHE", DEFAULTS["STREAM_CACHE"])
+    caches = getattr(settings, "CACHES", None) or {"default": {}}
+    if alias not in caches:
+        return [checks.Error(f"ENVOY['STREAM_CACHE'] is {alias!r}, which CACHES does not have.",
+                             hint="Name a cache the web and worker processes share.", id="envoy_django.E018")]
+    return []
 
 
 def _tasks_errors(user: dict[str, Any]) -> list[checks.CheckMessage]:

@@ -39,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
     # {"openai": "60/m"}. Counted in the Django cache RATE_LIMIT_CACHE, shared by every worker.
     "RATE_LIMITS": {},
     "RATE_LIMIT_CACHE": "default",
+    # Count transitions, retries, ends and sweeps for Prometheus (needs the [metrics] extra);
+    # envoy_django.urls serves them at metrics/ to staff who may view jobs, or to this bearer token.
+    "METRICS": False,
+    "METRICS_TOKEN": None,
+    # Where a streaming model call's text so far is kept for the job page (a cache every process shares).
+    "STREAM_CACHE": "default",
 }
 
 NUMERIC_KEYS = (

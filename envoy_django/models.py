@@ -110,6 +110,9 @@ class Job(models.Model):
         max_length=500, blank=True, db_default="",
         help_text="Why a pending job is not running yet (a slot, a rate limit).",
     )
+    trace_parent = models.CharField(
+        max_length=100, blank=True, default="", db_default="",
+        help_text="The W3C traceparent of the span that scheduled the job, so its runs continue that trace.")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -125,6 +128,9 @@ class Job(models.Model):
             models.Index(fields=["run_after"], condition=Q(status="pending"), name="envoy_job_pending_due"),
             models.Index(fields=["enqueued_at"], condition=Q(status="pending"), name="envoy_job_pending_sent"),
             models.Index(fields=["updated_at"], condition=Q(status="blocking"), name="envoy_job_blocking"),
+            # The overview's last hour of ends, and retention's oldest finished jobs.
+            models.Index(fields=["finished_at", "status"], condition=Q(finished_at__isnull=False),
+                         name="envoy_job_finished"),
             # The claim counts a key's held slots and its waiters; an end wakes the oldest waiter.
             models.Index(
                 fields=["flow", "concurrency_key", "slot", "created_at"],
@@ -274,3 +280,13 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.cron}, {self.timezone})"
+
+
+class Overview(Job):
+    """No table: the admin's "Envoy overview" page, listed beside the models (see admin/overview.py)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "Envoy overview"
+        verbose_name_plural = "Envoy overview"
+        default_permissions = ()

@@ -13,6 +13,7 @@ job_blocked = Signal()  # job, waits (list of wait ids)
 job_resumed = Signal()  # job: its last wait resolved
 job_done = Signal()  # job
 job_failed = Signal()  # job, error (str)
+job_retrying = Signal()  # job, error (str), attempt (the failed one), run_after (None: now)
 job_cancelled = Signal()  # job
 escalation_created = Signal()  # job, escalation
 escalation_replied = Signal()  # job, escalation

@@ -112,4 +112,7 @@ ENVOY = {
     # The flow "rate_limited" takes its calls from this limit, counted where every worker sees it.
     "RATE_LIMITS": {"test-api": "3/2s"},
     "RATE_LIMIT_CACHE": "envoy-redis",
+    # Counted in every test process and worker: with PROMETHEUS_MULTIPROC_DIR set, into files summed by metrics/.
+    "METRICS": True,
+    "METRICS_TOKEN": "test-metrics-token-0123456789",
 }

@@ -20,6 +20,8 @@ RQ_ENVOY = {
     "RETRY_BACKOFF_MAX": 0.05,
     "LEASE_SECONDS": LEASE_SECONDS,
     "SWEEP_INTERVAL": SWEEP_INTERVAL,
+    "METRICS": True,
+    "METRICS_TOKEN": "test-metrics-token-0123456789",
 }
 
 
@@ -33,6 +35,21 @@ def worker_env(execution: str, **extra: str) -> dict[str, str]:
         "ENVOY_TEST_SWEEP_INTERVAL": str(SWEEP_INTERVAL),
         **extra,
     }
+
+
+def close_thread_connection() -> None:
+    """Close this thread's database connection, for real even on the in-memory SQLite of the laptop fallback.
+
+    Django leaves an in-memory database's connection open on ``close()``
+    (closing the last one would drop the database); a thread's own is not
+    the last one, and left open it is reported as a ResourceWarning later.
+    """
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+    if connection.vendor == "sqlite" and connection.is_in_memory_db():
+        BaseDatabaseWrapper.close(connection)
+    else:
+        connection.close()
 
 
 def in_threads(*calls: Callable[[], Any], timeout: float = 120.0) -> list[Any]:

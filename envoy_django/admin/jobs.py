@@ -29,6 +29,7 @@ from envoy_django.admin.pagination import EstimatedCountMixin
 from envoy_django.exceptions import UnknownFlowError
 from envoy_django.flow.svg import graph_to_svg
 from envoy_django.models import Escalation, Job, JobStatus, Step, Wait
+from envoy_django.streaming import streamed_text
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise
@@ -249,6 +250,7 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
         if obj is not None:
             context.update(self.history_context(obj))
             context["status_url"] = reverse(f"{self.admin_site.name}:envoy_django_job_status", args=[obj.pk])
+            context["streamed_text"] = streamed_text(obj.pk) if obj.status == JobStatus.RUNNING else None
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self) -> list[Any]:
@@ -269,6 +271,8 @@ class JobAdmin(EstimatedCountMixin, admin.ModelAdmin):
         return JsonResponse({
             "status": job.status, "state": job.state, "step": job.step, "finished": job.is_finished,
             "updated_at": job.updated_at.isoformat(),
+            # A streaming model call's text so far (None when no call is streaming).
+            "stream": streamed_text(job.pk) if job.status == JobStatus.RUNNING else None,
         })
 
     def history_context(self, job: Job) -> dict[str, Any]:

@@ -37,6 +37,10 @@ class OpenAIProvider:
     itself before this provider raises ``LlmRetryableError``. Other ``options``
     (temperature, max_tokens, ...) go to every ``create()`` call.
 
+    ``stream`` (the default): the completion is streamed, and inside a job
+    its text so far is published for the job page (``envoy_django.streaming``);
+    the result is the same message either way.
+
     The client is made on first use, so a provider can be built in a
     ``flows.py`` at start-up without a key being present yet. A process
     forked after that use (``envoy_worker`` forks its workers) makes its own
@@ -52,9 +56,11 @@ class OpenAIProvider:
         *,
         max_retries: int | None = None,
         timeout: float | None = None,
+        stream: bool = True,
         **options: Any,
     ) -> None:
         self.model = model
+        self.stream = stream
         self.options = options
         self._client_kwargs: dict[str, Any] = {}
         for key, value in (("api_key", api_key), ("base_url", base_url),
@@ -96,6 +102,8 @@ class OpenAIProvider:
             params["tools"] = [_function_tool(tool) for tool in tools]
         try:
             # Messages are plain dicts in the Chat Completions shape (they are checkpointed as JSON).
+            if self.stream:
+                return self._streamed(model, messages, params)
             completion = self.client.chat.completions.create(
                 model=model, messages=cast(list[ChatCompletionMessageParam], messages), **params
             )
@@ -111,17 +119,46 @@ class OpenAIProvider:
             if function is None:  # custom (non-function) tools are not offered, so never asked for
                 continue
             tool_calls.append(_decode_call(call.id, function.name, function.arguments))
-        usage = completion.usage
-        return LlmResponse(
-            text=message.content,
-            tool_calls=tool_calls,
-            usage={
-                "prompt_tokens": usage.prompt_tokens if usage else 0,
-                "completion_tokens": usage.completion_tokens if usage else 0,
-                "total_tokens": usage.total_tokens if usage else 0,
-            },
-            finish_reason=choice.finish_reason,
-        )
+        return LlmResponse(text=message.content, tool_calls=tool_calls, usage=_usage(completion.usage),
+                           finish_reason=choice.finish_reason)
+
+    def _streamed(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> LlmResponse:
+        """The same response, read chunk by chunk; the text so far is published as it comes."""
+        from envoy_django.streaming import Publisher
+
+        publisher = Publisher()
+        calls: dict[int, dict[str, str]] = {}
+        finish_reason: str | None = None
+        usage: Any = None
+        chose = False
+        try:
+            with self.client.chat.completions.create(
+                model=model, messages=cast(list[ChatCompletionMessageParam], messages), stream=True,
+                stream_options={"include_usage": True}, **params,
+            ) as chunks:
+                for chunk in chunks:
+                    usage = chunk.usage or usage
+                    if not chunk.choices:
+                        continue
+                    chose = True
+                    choice = chunk.choices[0]
+                    finish_reason = choice.finish_reason or finish_reason
+                    delta = choice.delta
+                    publisher.add(delta.content or "")
+                    for call in delta.tool_calls or []:
+                        entry = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                        entry["id"] = call.id or entry["id"]
+                        if call.function is not None:
+                            entry["name"] += call.function.name or ""
+                            entry["arguments"] += call.function.arguments or ""
+        finally:
+            publisher.close()
+        if not chose:
+            raise LlmRetryableError(f"model {model!r} returned no choices", model=model)
+        tool_calls = [_decode_call(entry["id"], entry["name"], entry["arguments"] or None)
+                      for _, entry in sorted(calls.items())]
+        return LlmResponse(text=publisher.text or None, tool_calls=tool_calls, usage=_usage(usage),
+                           finish_reason=finish_reason)
 
     def close(self) -> None:
         """Close the HTTP connections of a client this provider created."""
@@ -139,6 +176,14 @@ class OpenAIProvider:
     def __repr__(self) -> str:
         where = self._client_kwargs.get("base_url", "default endpoint")
         return f"<OpenAIProvider model={self.model!r} {where}>"
+
+
+def _usage(usage: Any) -> dict[str, int]:
+    return {
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+    }
 
 
 def _function_tool(tool: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple, cast
 from django.db import OperationalError, close_old_connections
 from django.utils import timezone
 
-from envoy_django import faults, signals
+from envoy_django import faults, signals, tracing
 from envoy_django.conf import envoy_settings
 from envoy_django.exceptions import EnvoyError, HandlerError, LeaseLostError, RateLimitedError
 from envoy_django.flow import Context, StateFlow
@@ -85,7 +85,7 @@ def run_job(job_id: Any, *, owner: str | None = None, should_stop: Callable[[], 
     held = transitions.claim(job_id, owner)
     if held is None:
         return
-    with Heartbeat.for_process().holding(str(job_id), owner):
+    with Heartbeat.for_process().holding(str(job_id), owner), tracing.job_run(held.job, owner):
         _Run(held, should_stop or (lambda: False)).run()
 
 
@@ -132,7 +132,7 @@ class _Run:
                 return
             self.started = timezone.now()
             try:
-                with advancing(self.job, self.owner, self.started):
+                with advancing(self.job, self.owner, self.started), tracing.transition(self.job, ctx, self.owner):
                     result = flow.advance(ctx)
                 checkpoint = self._checkpoint(result.context)
                 children = self._check_new_waits(result.new_waits)

@@ -62,6 +62,9 @@ def cleanup_orphaned_jobs() -> dict[str, Any]:
         counts["woken"] = transitions.wake_waiting(now, BATCH)
     if counts["expired_leases"] or counts["requeued"] or counts["timed_out_waits"] or counts["woken"]:
         log.info("sweep: %s", counts)
+        from envoy_django.metrics import count_sweep
+
+        count_sweep(counts)
     return counts
 
 

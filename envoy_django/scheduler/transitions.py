@@ -31,7 +31,7 @@ from django.db import OperationalError, connection
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from envoy_django import registry, signals
+from envoy_django import registry, signals, tracing
 from envoy_django.concurrency import describe
 from envoy_django.conf import envoy_settings
 from envoy_django.exceptions import InvalidArgumentError, LeaseLostError
@@ -116,6 +116,7 @@ def create(
         idempotency_key=idempotency_key,
         parent=parent,
         parent_wait_id=parent_wait_id,
+        trace_parent=tracing.current_trace_parent(),
         created_at=now,
         updated_at=now,
         enqueued_at=now,
@@ -146,12 +147,14 @@ def create_many(jobs: list[NewJob]) -> list[Job]:
     the other waits for, which PostgreSQL ends as a deadlock.
     """
     now = timezone.now()
+    trace_parent = tracing.current_trace_parent()
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].idempotency_key or "")
     inserted = Job.objects.bulk_create(
         [
             Job(flow=job.name, flow_version=job.version, input=job.input, state=job.flow.start_state,
                 max_steps=job.flow.max_steps, run_after=job.run_after, idempotency_key=job.idempotency_key,
-                concurrency_key=job.concurrency_key, created_at=now, updated_at=now, enqueued_at=now)
+                concurrency_key=job.concurrency_key, trace_parent=trace_parent, created_at=now, updated_at=now,
+                enqueued_at=now)
             for job in (jobs[i] for i in order)
         ],
         batch_size=1000,
@@ -512,6 +515,7 @@ class Held:
             updated_at=now, enqueued_at=now,
         )
         aftercommit.enqueue(self.job.pk, run_after, flow=self.job.flow)
+        aftercommit.send(signals.job_retrying, self.job, error=error, attempt=attempt, run_after=run_after)
 
     def hold_until(self, run_after: dt.datetime, reason: str) -> None:
         """Not a failure: the job may not go on before ``run_after`` (a rate limit); pending until then.

@@ -45,7 +45,7 @@ def envoy_note(note: Any) -> SafeString:
 
 @register.inclusion_tag("admin/envoy_django/breadcrumbs.html", takes_context=True)
 def envoy_breadcrumbs(context: Any, current: str, object_label: str | None = None,
-                      object_url: str | None = None) -> dict[str, Any]:
+                      object_url: str | None = None, model_list: bool = True) -> dict[str, Any]:
     """Home > app > model list [> object] > ``current``, in the markup of the running Django's admin.
 
     Django 6.1 turned the admin's breadcrumbs from a ``<div>`` into an ``<ol>``
@@ -55,8 +55,9 @@ def envoy_breadcrumbs(context: Any, current: str, object_label: str | None = Non
     crumbs: list[tuple[Any, str | None]] = [
         (gettext("Home"), reverse("admin:index")),
         (opts.app_config.verbose_name, reverse("admin:app_list", kwargs={"app_label": opts.app_label})),
-        (capfirst(opts.verbose_name_plural), reverse(admin_urlname(opts, SafeString("changelist")))),
     ]
+    if model_list:  # False on the overview page: it is its own model list
+        crumbs.append((capfirst(opts.verbose_name_plural), reverse(admin_urlname(opts, SafeString("changelist")))))
     if object_label is not None:
         crumbs.append((object_label, object_url))
     return {"crumbs": crumbs, "current": current, "as_list": django.VERSION >= (6, 1)}

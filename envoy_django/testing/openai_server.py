@@ -41,9 +41,16 @@ _ERROR_TYPES = {
 # --- building replies ----------------------------------------------------------
 
 
-def text_reply(text: str, *, usage: dict[str, int] | None = None, finish_reason: str = "stop") -> Reply:
-    """The assistant answers with text."""
-    return {"text": text, "usage": usage, "finish_reason": finish_reason}
+def text_reply(text: str, *, usage: dict[str, int] | None = None, finish_reason: str = "stop",
+               pieces: list[str] | None = None, hold: threading.Event | None = None) -> Reply:
+    """The assistant answers with text.
+
+    Streamed (``stream: true`` requests), the text goes out in ``pieces``
+    (default: word by word); with ``hold``, the server sends the first half
+    of them, then waits for the event before the rest, so a test can look
+    at what a reader sees mid-call.
+    """
+    return {"text": text, "usage": usage, "finish_reason": finish_reason, "pieces": pieces, "hold": hold}
 
 
 def tool_call_reply(*calls: tuple[str, Any] | dict[str, Any], text: str | None = None,
@@ -107,7 +114,7 @@ def arithmetic_responder(messages: list[dict[str, Any]]) -> Reply:
 
 
 class ScriptedOpenAIServer:
-    """``POST /v1/chat/completions`` (non-streaming) answered from a script.
+    """``POST /v1/chat/completions`` answered from a script, as JSON or (``stream: true``) as server-sent events.
 
     Replies come from the queue first (``add()``), then from ``responder``
     if given; with neither left, the server answers 500 with
@@ -259,7 +266,43 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, {"error": {"message": reply.get("message"), "type": kind,
                                           "param": None, "code": code}}, extra)
             return
-        self._send(200, owner._completion(number, body, reply), dict(reply.get("headers") or {}))
+        completion = owner._completion(number, body, reply)
+        if body.get("stream"):
+            self._stream(completion, reply, bool((body.get("stream_options") or {}).get("include_usage")))
+        else:
+            self._send(200, completion, dict(reply.get("headers") or {}))
+
+    def _stream(self, completion: dict[str, Any], reply: Reply, include_usage: bool) -> None:
+        """The completion as Chat Completions chunks: text pieces, then tool calls, the finish, the usage."""
+        message = completion["choices"][0]["message"]
+        base = {key: completion[key] for key in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+
+        text = message.get("content") or ""
+        pieces = reply.get("pieces") or [word for word in re.split(r"(?<= )", text) if word]
+        events = [chunk({"role": "assistant", "content": ""})]
+        events += [chunk({"content": piece}) for piece in pieces]
+        for index, call in enumerate(message.get("tool_calls") or []):
+            events.append(chunk({"tool_calls": [{"index": index, **call}]}))
+        events.append(chunk({}, completion["choices"][0]["finish_reason"]))
+        if include_usage:
+            events.append({**base, "choices": [], "usage": completion["usage"]})
+        hold_at = 1 + (len(pieces) + 1) // 2 if reply.get("hold") is not None else None
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            for number, event in enumerate(events):
+                if number == hold_at:
+                    reply["hold"].wait(60)
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
 
     def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode()

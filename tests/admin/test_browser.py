@@ -2,7 +2,7 @@
 
 Needs the Debian packages chromium and chromium-driver (/usr/bin/chromium,
 /usr/bin/chromedriver); Selenium is given the driver's path, so Selenium
-Manager never looks for, or downloads, a browser. Screenshots of the two
+Manager never looks for, or downloads, a browser. Screenshots of the
 pages land in docs/screenshots/ (or $ENVOY_SCREENSHOT_DIR).
 """
 
@@ -19,6 +19,7 @@ import pytest
 from envoy_django.models import Escalation, Job
 from envoy_django.testing.processes import wait_until
 from tests.admin.conftest import EVIL
+from tests.support import close_thread_connection
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -160,3 +161,65 @@ def test_an_unfinished_jobs_page_follows_the_job_without_a_reload(live_server: A
     wait_until(lambda: job_status_shown(browser) == "done", 30, "the page to show the job done by itself")
     assert browser.execute_script("return window.envoyNotReloaded === true"), "the page was reloaded"
     assert "Finish" in browser.find_element(By.ID, "envoy-history").text
+
+
+def test_a_running_agents_page_shows_the_model_output_as_it_streams(live_server: Any, browser: Any,
+                                                                   make_user: Any) -> None:
+    import threading
+
+    from selenium.webdriver.common.by import By
+
+    from envoy_django import scheduler
+    from envoy_django.testing.openai_server import ScriptedOpenAIServer, text_reply
+    from tests.testapp import agent_flows
+
+    make_user("root", superuser=True)
+    release = threading.Event()
+    reply = text_reply("Four. Two plus two is four.", pieces=["Four. ", "Two plus ", "two ", "is four."],
+                       hold=release)
+
+    def run() -> None:
+        try:
+            scheduler.schedule("assistant", "What is 2 + 2?")
+        finally:
+            close_thread_connection()
+
+    with ScriptedOpenAIServer([reply]) as server:
+        agent_flows.endpoint.point_at(server.base_url)
+        runner = threading.Thread(target=run)
+        runner.start()
+        try:
+            job = wait_until(lambda: Job.objects.filter(flow="assistant", status="running").first(), TIMEOUT,
+                             "the agent's job to run")
+            log_in(browser, live_server.url, "root", f"/admin/envoy_django/job/{job.pk}/change/")
+
+            def shown() -> str:  # looked up each time: the page swaps its content in when the job moves
+                boxes = browser.find_elements(By.CSS_SELECTOR, "#envoy-stream:not([hidden]) .envoy-stream__text")
+                return boxes[0].text.strip() if boxes else ""
+
+            wait_until(lambda: shown() == "Four. Two plus", 30,
+                       "the text so far (the pieces before the pause) on the page")
+            browser.execute_script("document.getElementById('envoy-stream').scrollIntoView()")
+            browser.save_screenshot(str(SCREENSHOTS / "streaming_job_page.png"))
+        finally:
+            release.set()
+            runner.join(60)
+            agent_flows.endpoint.reset()
+    wait_until(lambda: job_status_shown(browser) == "done", 30, "the page to show the job done")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#envoy-stream:not([hidden])")
+    assert "Two plus two is four." in browser.find_element(By.ID, "content-main").text
+
+
+def test_the_overview_page(live_server: Any, browser: Any, make_user: Any, family: Any) -> None:
+    from selenium.webdriver.common.by import By
+
+    from envoy_django import scheduler
+
+    make_user("root", superuser=True)
+    family()
+    for _ in range(5):
+        scheduler.schedule("hello")
+    log_in(browser, live_server.url, "root", "/admin/envoy_django/overview/")
+    assert "family" in browser.find_element(By.ID, "envoy-overview-unfinished").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#envoy-overview-hour svg rect.envoy-chart__done")
+    browser.save_screenshot(str(SCREENSHOTS / "overview_page.png"))
