@@ -126,6 +126,9 @@ def create(
     return job
 
 
+INSERT_BATCH = 5000  # jobs per INSERT in create_many (one array per column, whatever the count)
+
+
 class NewJob(NamedTuple):
     """One job for ``create_many``, its arguments checked by the caller."""
 
@@ -149,16 +152,21 @@ def create_many(jobs: list[NewJob]) -> list[Job]:
     now = timezone.now()
     trace_parent = tracing.current_trace_parent()
     order = sorted(range(len(jobs)), key=lambda i: jobs[i].idempotency_key or "")
-    inserted = Job.objects.bulk_create(
-        [
-            Job(flow=job.name, flow_version=job.version, input=job.input, state=job.flow.start_state,
-                max_steps=job.flow.max_steps, run_after=job.run_after, idempotency_key=job.idempotency_key,
-                concurrency_key=job.concurrency_key, trace_parent=trace_parent, created_at=now, updated_at=now,
-                enqueued_at=now)
-            for job in (jobs[i] for i in order)
-        ],
-        batch_size=1000,
-    )
+    inserted = [
+        Job(flow=job.name, flow_version=job.version, input=job.input, state=job.flow.start_state,
+            max_steps=job.flow.max_steps, run_after=job.run_after, idempotency_key=job.idempotency_key,
+            concurrency_key=job.concurrency_key, trace_parent=trace_parent, created_at=now, updated_at=now,
+            enqueued_at=now)
+        for job in (jobs[i] for i in order)
+    ]
+    if connection.vendor == "postgresql" and inserted:
+        with connection.cursor() as cursor:
+            for start in range(0, len(inserted), INSERT_BATCH):
+                cursor.execute(*statements.insert_jobs(inserted[start:start + INSERT_BATCH]))
+        for job in inserted:
+            job._state.adding, job._state.db = False, connection.alias
+    else:
+        Job.objects.bulk_create(inserted, batch_size=1000)
     placed = dict(zip(order, inserted, strict=True))
     rows = [placed[i] for i in range(len(jobs))]
     for job in rows:

@@ -160,3 +160,28 @@ def test_jobs_whose_enqueue_never_happened_are_sent_by_the_sweep(redis_conn, mon
         Job.objects.filter(pk__in=ids).update(enqueued_at=timezone.now() - dt.timedelta(minutes=5))
         assert scheduler.cleanup_orphaned_jobs()["requeued"] == 2
         assert rq_queue.get_queue().count == 2
+
+
+def test_a_batch_stores_each_row_exactly_as_schedule_does(redis_conn):
+    """On PostgreSQL the batch is one INSERT of column arrays: every column must come out as the ORM writes it."""
+    from django.forms.models import model_to_dict
+
+    at = timezone.now() + dt.timedelta(hours=1)
+    with override_settings(ENVOY={"EXECUTION": "rq"}):
+        one = scheduler.schedule("per_customer", {"customer": "acme", "n": [1, 2.5, None, "é"]},
+                                 run_at=at, idempotency_key="single")
+        many = scheduler.schedule_many([
+            ("per_customer", {"customer": "acme", "n": [1, 2.5, None, "é"]},
+             {"run_at": at, "idempotency_key": "batch"}),
+            ("hello", None),
+            ("hello", "x"),
+        ])
+    moments = {"id", "created_at", "updated_at", "enqueued_at", "idempotency_key"}
+
+    def row(job_id):
+        return {k: v for k, v in model_to_dict(Job.objects.get(pk=job_id)).items() if k not in moments}
+
+    assert row(many[0]) == row(one)
+    hello, hello_x = (Job.objects.get(pk=job_id) for job_id in many[1:])
+    assert (hello.input, hello_x.input, hello.idempotency_key, hello.run_after) == (None, "x", None, None)
+    assert hello.context == {} and hello.status == "pending" and hello.created_at == hello_x.created_at
