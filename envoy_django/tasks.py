@@ -76,7 +76,10 @@ class EnvoyBackend(BaseTaskBackend):
         super().__init__(alias, params)
         from envoy_django.registry import register
 
-        for queue in sorted(self.queues or {DEFAULT_QUEUE}):
+        # Each queue is a flow every process must register at start-up, so the queues are a closed
+        # list: QUEUES (or ["default"]); an empty QUEUES, "any queue" for other backends, means "default".
+        self.queues = self.queues or {DEFAULT_QUEUE}
+        for queue in sorted(self.queues):
             register(flow_name(queue), task_flow, queue=None if queue == DEFAULT_QUEUE else queue)
         _connect_signals()
 

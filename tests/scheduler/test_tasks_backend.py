@@ -197,3 +197,10 @@ def test_envoys_own_messages_cannot_go_to_an_envoy_backend():
                            ENVOY={"EXECUTION": "tasks"}):
         errors = check_envoy_settings()
     assert [e.id for e in errors] == ["envoy_django.E015"]
+
+
+def test_a_queue_the_backend_does_not_list_is_refused_when_the_task_is_defined():
+    with override_settings(TASKS={"envoy": {"BACKEND": "envoy_django.tasks.EnvoyBackend", "QUEUES": []}}):
+        with pytest.raises(InvalidTask, match="Queue 'elsewhere'"):
+            TASKS.task(backend="envoy", queue_name="elsewhere")(tasks._hidden)
+        assert TASKS.task_backends["envoy"].queues == {"default"}
