@@ -78,8 +78,9 @@ class EnvoyBackend(BaseTaskBackend):
 
         # Each queue is a flow every process must register at start-up, so the queues are a closed
         # list: QUEUES (or ["default"]); an empty QUEUES, "any queue" for other backends, means "default".
-        self.queues = self.queues or {DEFAULT_QUEUE}
-        for queue in sorted(self.queues):
+        queues: set[str] = set(params.get("QUEUES") or [DEFAULT_QUEUE])
+        self.queues = queues
+        for queue in sorted(queues):
             register(flow_name(queue), task_flow, queue=None if queue == DEFAULT_QUEUE else queue)
         _connect_signals()
 
