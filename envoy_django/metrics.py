@@ -27,17 +27,16 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from django.db.models import Count, Min
+from django.db.models import Min
 from django.utils import timezone
 
 from envoy_django import signals
 from envoy_django.conf import envoy_settings
-from envoy_django.models import EscalationStatus, Job, JobStatus
+from envoy_django.models import Escalation, EscalationStatus, Job
 
 # Handler time: a no-op transition takes about a millisecond, a model call seconds.
 TRANSITION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300)
 START_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
-UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.BLOCKING)
 
 
 class _Instruments:
@@ -107,8 +106,8 @@ def _on_finished(sender: Any, job: Job, **kwargs: Any) -> None:
 
 
 def count_sweep(counts: dict[str, Any]) -> None:
-    """What one sweep recovered, if counting is on."""
-    if not envoy_settings.METRICS or _instruments is None:
+    """What one sweep recovered, if counting is on (``install()`` made the instruments)."""
+    if _instruments is None:
         return
     for kind in ("expired_leases", "requeued", "timed_out_waits", "woken"):
         if counts.get(kind):
@@ -128,20 +127,19 @@ class DatabaseCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
+        from envoy_django.overview import pending_escalations_by_flow, unfinished_counts
+
         jobs = GaugeMetricFamily("envoy_jobs", "Unfinished jobs, by flow and status.", labels=["flow", "status"])
-        for row in (Job.objects.filter(status__in=UNFINISHED).order_by().values("flow", "status")
-                    .annotate(n=Count("id"))):
-            jobs.add_metric([row["flow"], row["status"]], row["n"])
+        for flow, status, n in unfinished_counts():
+            jobs.add_metric([flow, status], n)
         yield jobs
 
-        from envoy_django.models import Escalation
-
-        pending = Escalation.objects.filter(status=EscalationStatus.PENDING).order_by()
         escalations = GaugeMetricFamily("envoy_escalations_pending", "Escalations waiting for a person, by flow.",
                                         labels=["flow"])
-        for flow, n in pending.values_list("job__flow").annotate(n=Count("id")):
+        for flow, n in pending_escalations_by_flow():
             escalations.add_metric([flow], n)
         yield escalations
+        pending = Escalation.objects.filter(status=EscalationStatus.PENDING)
         oldest = pending.aggregate(oldest=Min("created_at"))["oldest"]
         yield GaugeMetricFamily("envoy_escalation_oldest_pending_seconds",
                                 "Age of the oldest escalation still waiting for a person (0: none).",

@@ -17,9 +17,8 @@ from django.db.models.functions import TruncMinute
 from django.utils import timezone
 
 from envoy_django.conf import envoy_settings
-from envoy_django.models import Escalation, EscalationStatus, Job, JobStatus, SlotStatus
+from envoy_django.models import UNFINISHED_STATUSES, Escalation, EscalationStatus, Job, JobStatus, SlotStatus
 
-UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING, JobStatus.BLOCKING)
 SHOWN = 10
 STALLED_COUNTED = 100  # "100+" beyond this: counting further would read every stalled row
 
@@ -43,12 +42,23 @@ class Overview:
     totals: dict[str, int] = field(default_factory=dict)
 
 
+def unfinished_counts() -> list[tuple[str, str, int]]:
+    """(flow, status, jobs) of every unfinished job, by the status index (the page and the metrics gauge)."""
+    return list(Job.objects.filter(status__in=UNFINISHED_STATUSES).order_by().values_list("flow", "status")
+                .annotate(n=Count("id")))
+
+
+def pending_escalations_by_flow() -> list[tuple[str, int]]:
+    """(flow, escalations waiting for a person), for the metrics gauge."""
+    return list(Escalation.objects.filter(status=EscalationStatus.PENDING).order_by().values_list("job__flow")
+                .annotate(n=Count("id")))
+
+
 def unfinished_by_flow() -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    for row in (Job.objects.filter(status__in=UNFINISHED).order_by().values("flow", "status")
-                .annotate(n=Count("id"))):
-        entry = rows.setdefault(row["flow"], {"flow": row["flow"], "pending": 0, "running": 0, "blocking": 0})
-        entry[row["status"]] = row["n"]
+    for flow, status, n in unfinished_counts():
+        entry = rows.setdefault(flow, {"flow": flow, "pending": 0, "running": 0, "blocking": 0})
+        entry[status] = n
     for entry in rows.values():
         entry["total"] = entry["pending"] + entry["running"] + entry["blocking"]
     return sorted(rows.values(), key=lambda entry: (-entry["total"], entry["flow"]))

@@ -234,16 +234,15 @@ def _connect_signals() -> None:
 def _send(signal: Any, job: Job) -> None:
     if not is_task_flow(job.flow) or not signal.has_listeners():
         return
-    fresh = Job.objects.get(pk=job.pk)
-    result = task_result(fresh)
+    result = task_result(job)
     signal.send(type(result.task.get_backend()), task_result=result)
 
 
 def _enqueued(sender: Any, job: Job, **kwargs: Any) -> None:
-    """Django's ``task_enqueued``, once the job's row is committed."""
+    """Django's ``task_enqueued``, once the job's row is committed (``job`` is that row, as written)."""
     _send(_signals.task_enqueued, job)
 
 
 def _finished(sender: Any, job: Job, **kwargs: Any) -> None:
-    """Django's ``task_finished``, once the job's end is committed."""
-    _send(_signals.task_finished, job)
+    """Django's ``task_finished``, once the job's end is committed: read again, with all the end wrote."""
+    _send(_signals.task_finished, Job.objects.get(pk=job.pk))

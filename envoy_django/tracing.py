@@ -39,6 +39,11 @@ def current_trace_parent() -> str:
     return carrier.get("traceparent", "")
 
 
+def _of_job(job: Job, owner: str) -> dict[str, Any]:
+    return {"envoy.job_id": str(job.pk), "envoy.flow": job.flow, "envoy.flow_version": job.flow_version,
+            "envoy.worker": owner}
+
+
 @contextmanager
 def job_run(job: Job, owner: str) -> Iterator[None]:
     """The span of one claimed run of a job, a child of the trace the job was scheduled in."""
@@ -49,10 +54,8 @@ def job_run(job: Job, owner: str) -> Iterator[None]:
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     parent = TraceContextTextMapPropagator().extract({"traceparent": job.trace_parent}) if job.trace_parent else None
-    attributes: dict[str, Any] = {"envoy.job_id": str(job.pk), "envoy.flow": job.flow,
-                                  "envoy.flow_version": job.flow_version, "envoy.worker": owner}
     with trace.get_tracer(TRACER_NAME).start_as_current_span(
-            f"envoy.job {job.flow}", context=parent, kind=trace.SpanKind.CONSUMER, attributes=attributes):
+            f"envoy.job {job.flow}", context=parent, kind=trace.SpanKind.CONSUMER, attributes=_of_job(job, owner)):
         yield
 
 
@@ -64,10 +67,8 @@ def transition(job: Job, ctx: Context, owner: str) -> Iterator[Any]:
         return
     from opentelemetry import trace
 
-    attributes: dict[str, Any] = {
-        "envoy.job_id": str(job.pk), "envoy.flow": job.flow, "envoy.flow_version": job.flow_version,
-        "envoy.state": ctx.state(), "envoy.phase": str(ctx.phase()), "envoy.step": ctx.step(),
-        "envoy.attempt": job.attempts + 1, "envoy.worker": owner}
+    attributes = {**_of_job(job, owner), "envoy.state": ctx.state(), "envoy.phase": str(ctx.phase()),
+                  "envoy.step": ctx.step(), "envoy.attempt": job.attempts + 1}
     with trace.get_tracer(TRACER_NAME).start_as_current_span(f"envoy.transition {ctx.state()}",
                                                              attributes=attributes) as span:
         yield span

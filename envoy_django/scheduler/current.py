@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 class Running:
     job: Job
     owner: str  # the worker holding the lease
-    attempt: int  # 1 for the first try of the phase, 2 for its first retry...
     started_at: dt.datetime
 
 
@@ -37,7 +36,7 @@ def running_job() -> Running | None:
 
 @contextmanager
 def advancing(job: Job, owner: str, started_at: dt.datetime) -> Iterator[None]:
-    token = _running.set(Running(job, owner, job.attempts + 1, started_at))
+    token = _running.set(Running(job, owner, started_at))
     try:
         yield
     finally:
