@@ -204,3 +204,38 @@ def test_a_queue_the_backend_does_not_list_is_refused_when_the_task_is_defined()
         with pytest.raises(InvalidTask, match="Queue 'elsewhere'"):
             TASKS.task(backend="envoy", queue_name="elsewhere")(tasks._hidden)
         assert TASKS.task_backends["envoy"].queues == {"default"}
+
+
+def test_redis_down_after_the_commit_leaves_the_task_to_the_sweep(redis_conn, monkeypatch):
+    from redis.exceptions import ConnectionError
+
+    from envoy_django.dispatch import rq_queue
+    from envoy_django.testing.worker import drain
+
+    def down(*args, **kwargs):
+        raise ConnectionError("Redis is down")
+
+    with override_settings(ENVOY={"EXECUTION": "rq", "LEASE_SECONDS": 30}):
+        with monkeypatch.context() as patched:
+            patched.setattr(rq_queue, "get_queue", down)
+            result = tasks.add.enqueue(20, 22)
+        assert result.status == TASKS.TaskResultStatus.READY  # committed, not lost
+        later = timezone.now() + dt.timedelta(minutes=5)
+        with mock.patch("django.utils.timezone.now", return_value=later):
+            assert scheduler.cleanup_orphaned_jobs()["requeued"] == 1  # the sweep sends it
+        drain()
+    result.refresh()
+    assert (result.status, result.return_value) == (TASKS.TaskResultStatus.SUCCESSFUL, 42)
+
+
+def test_a_raising_task_signal_receiver_stops_neither_the_enqueue_nor_the_task(caplog):
+    def broken(sender, task_result, **kwargs):
+        raise RuntimeError("a receiver's bug")
+
+    task_signals.task_enqueued.connect(broken)
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        task_signals.task_enqueued.disconnect(broken)
+    assert (result.status, result.return_value) == (TASKS.TaskResultStatus.SUCCESSFUL, 3)
+    assert "a receiver's bug" in caplog.text
