@@ -245,4 +245,5 @@ def _enqueued(sender: Any, job: Job, **kwargs: Any) -> None:
 
 def _finished(sender: Any, job: Job, **kwargs: Any) -> None:
     """Django's ``task_finished``, once the job's end is committed: read again, with all the end wrote."""
-    _send(_signals.task_finished, Job.objects.get(pk=job.pk))
+    if is_task_flow(job.flow):  # first: every job's end comes here, and only a task's needs the read
+        _send(_signals.task_finished, Job.objects.get(pk=job.pk))
