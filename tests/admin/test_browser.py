@@ -163,6 +163,7 @@ def test_an_unfinished_jobs_page_follows_the_job_without_a_reload(live_server: A
     assert "Finish" in browser.find_element(By.ID, "envoy-history").text
 
 
+@pytest.mark.services  # PostgreSQL's: a job writing in one thread while pages read in others locks SQLite's tables
 def test_a_running_agents_page_shows_the_model_output_as_it_streams(live_server: Any, browser: Any,
                                                                    make_user: Any) -> None:
     import threading

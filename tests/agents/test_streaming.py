@@ -23,6 +23,7 @@ from tests.support import close_thread_connection
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.mark.services  # PostgreSQL's: a job writing in one thread while pages read in others locks SQLite's tables
 def test_the_job_page_shows_the_text_as_it_grows(scripted_agents, server):
     release = threading.Event()
     server.add(text_reply("Two plus two is four, said the model.",
