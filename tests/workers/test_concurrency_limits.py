@@ -54,7 +54,11 @@ def test_a_rate_limit_is_shared_by_every_worker_process(workers):
     ids = scheduler.schedule_many([("rate_limited", i) for i in range(9)])
     wait_until(lambda: Job.objects.filter(pk__in=ids, status="done").count() == 9, what="9 rate-limited jobs")
 
-    windows = Counter(int(job.output // 2) for job in Job.objects.filter(pk__in=ids))
-    assert max(windows.values()) <= 3, windows  # four workers, and never more than 3 calls in a window
-    assert len(windows) >= 3
+    # A call counts in the window of the moment acquire() read the clock, somewhere between
+    # the two times the handler took: a call whose two times straddle a boundary is in one
+    # window or the other, so it is left out of the count rather than guessed.
+    calls = [job.output for job in Job.objects.filter(pk__in=ids)]
+    windows = Counter(int(before // 2) for before, after in calls if int(before // 2) == int(after // 2))
+    assert max(windows.values()) <= 3, calls  # four workers, and never more than 3 calls in a window
+    assert len({int(after // 2) for _, after in calls}) >= 3
     assert not Job.objects.filter(pk__in=ids).exclude(attempts=0).exists()  # waiting spent no retry
