@@ -91,8 +91,9 @@ class Job(models.Model):
     )
     progress = models.FloatField(null=True, blank=True)
     progress_message = models.CharField(max_length=500, blank=True)
-    # Unique by a constraint, not unique=True: that would also build a varchar_pattern_ops index for
-    # LIKE queries nobody makes, one more index every job write maintains.
+    # Unique by a partial constraint, not unique=True: that would also build a varchar_pattern_ops
+    # index for LIKE queries nobody makes, and index the NULL of every job without a key; each is
+    # one more index entry for every job written.
     idempotency_key = models.CharField(max_length=MAX_IDEMPOTENCY_KEY, null=True, blank=True)
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -122,7 +123,8 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["idempotency_key"], name="envoy_job_idempotency_key")]
+        constraints = [models.UniqueConstraint(fields=["idempotency_key"], condition=Q(idempotency_key__isnull=False),
+                                               name="envoy_job_idempotency_key")]
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="envoy_job_created"),
             models.Index(fields=["status", "-created_at"], name="envoy_job_status_created"),
@@ -164,7 +166,9 @@ class Step(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps")
+    # No index of its own: envoy_step_job (job, id) serves every lookup by job, and each
+    # transition's Step would otherwise write one more index entry.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="steps", db_index=False)
     number = models.PositiveIntegerField(help_text="ctx.step() when the phase ran.")
     state = models.CharField(max_length=MAX_NAME)
     phase = models.CharField(max_length=16)
@@ -200,7 +204,8 @@ class Wait(models.Model):
     """Something a blocking job waits for: a child, an outside event or a person."""
 
     id = models.BigAutoField(primary_key=True)
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="waits")
+    # No index of its own: envoy_wait_unique (job, wait_id) and envoy_wait_job_status lead with it.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="waits", db_index=False)
     wait_id = models.CharField(max_length=MAX_WAIT_ID)
     type = models.CharField(max_length=16, choices=WaitType.choices)
     status = models.CharField(max_length=16, choices=WaitStatus.choices, default=WaitStatus.PENDING)

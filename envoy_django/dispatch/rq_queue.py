@@ -68,12 +68,10 @@ class RQDispatcher:
 
 
 def _enqueue(queue: Any, messages: list[tuple[str, dt.datetime | None]]) -> None:
-    """Due messages in one pipeline when there are several; delayed ones to RQ's scheduled registry."""
+    """Due messages in one MULTI/EXEC (RQ's single enqueue takes two); delayed ones to RQ's scheduled registry."""
     now = timezone.now()
     due = [job_id for job_id, at in messages if at is None or at <= now]
-    if len(due) == 1:
-        queue.enqueue(PERFORM, due[0], job_timeout=-1, **_options(due[0]))
-    elif due:  # one pipeline for the lot (schedule_many, a sweep)
+    if due:  # one pipeline, one round trip, for one message or the lot (schedule_many, a sweep)
         queue.enqueue_many([queue.prepare_data(PERFORM, [job_id], timeout=-1, **_options(job_id))
                             for job_id in due])
     for job_id, at in messages:
