@@ -21,7 +21,7 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model
 from django.db.models.expressions import DatabaseDefault
 
-from envoy_django.models import Job, JobStatus, SlotStatus, Step
+from envoy_django.models import Job, JobStatus, SlotStatus, Step, Wait, WaitStatus
 
 
 @cache
@@ -74,6 +74,30 @@ def fenced_checkpoint(job_id: Any, owner: str, job_values: dict[str, Any], step:
     step_columns, step_params = _prepared(Step, _step_row(step))
     sql = _checkpoint_sql(tuple(set_columns), tuple(step_columns))
     return sql, [*set_params, job_id, owner, JobStatus.RUNNING, *step_params]
+
+def resolve_and_resume(wait_pk: Any, wait_values: dict[str, Any], job_pk: Any,
+                       job_values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """Record a wait's outcome and resume its blocking job if no other wait of it is pending: one statement.
+
+    Both UPDATEs see the rows as they were before the statement, so the
+    resolved wait still looks pending to the job's condition and is left out
+    of it by id. The caller holds the job's row lock: of two waits resolving
+    at once, the second sees the first's wait resolved. It returns the job's
+    id when the job resumed, no row when it did not.
+    """
+    qn = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    wait_table, job_table = qn(Wait._meta.db_table), qn(Job._meta.db_table)
+    wait_columns, wait_params = _prepared(Wait, wait_values)
+    job_columns, job_params = _prepared(Job, job_values)
+    wait_job, wait_status = _fields(Wait)["job"][0], _fields(Wait)["status"][0]
+    sql = (
+        f"WITH resolved AS (UPDATE {wait_table} SET {', '.join(f'{c} = %s' for c in wait_columns)} WHERE id = %s) "
+        f"UPDATE {job_table} SET {', '.join(f'{c} = %s' for c in job_columns)} WHERE id = %s AND status = %s "
+        f"AND NOT EXISTS (SELECT 1 FROM {wait_table} WHERE {wait_job} = %s AND {wait_status} = %s AND id <> %s) "
+        f"RETURNING id"
+    )
+    return sql, [*wait_params, wait_pk, *job_params, job_pk, JobStatus.BLOCKING, job_pk, WaitStatus.PENDING, wait_pk]
+
 
 def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claims: int,
           gated_flows: list[str], runnable: list[str]) -> tuple[str, list[Any]]:

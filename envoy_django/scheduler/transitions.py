@@ -28,7 +28,7 @@ import logging
 from typing import Any, NamedTuple
 
 from django.db import OperationalError, connection
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, Model, Q
 from django.utils import timezone
 
 from envoy_django import registry, signals, tracing
@@ -574,9 +574,9 @@ class Held:
         finish(self.job, status, **kwargs)
 
 
-def _assign(job: Job, values: dict[str, Any]) -> None:
+def _assign(row: Model, values: dict[str, Any]) -> None:
     for key, value in values.items():
-        setattr(job, key, value)
+        setattr(row, key, value)
 
 
 # --- ending, and what an end sets off ----------------------------------------------
@@ -692,12 +692,23 @@ def resolve_wait(
     sees none left and sends the job.
     """
     now = timezone.now()
-    waits.record(wait, status, value=value, error=error, now=now)
-    if not resume or job.status != JobStatus.BLOCKING:
-        return False
     values = dict(status=JobStatus.PENDING, updated_at=now, enqueued_at=now)
-    if not Job.objects.filter(pk=job.pk).exclude(waits.pending_of_job()).update(**values):
-        return False  # another wait is still pending
+    if resume and job.status == JobStatus.BLOCKING and connection.vendor == "postgresql":
+        # The wait's outcome and the resume in one statement (statements.resolve_and_resume).
+        resolved = waits.outcome(status, value, error, now)
+        sql, params = statements.resolve_and_resume(wait.pk, resolved, job.pk, values)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            resumed = cursor.fetchone() is not None
+        _assign(wait, resolved)
+        if not resumed:
+            return False  # another wait is still pending
+    else:
+        waits.record(wait, status, value=value, error=error, now=now)
+        if not resume or job.status != JobStatus.BLOCKING:
+            return False
+        if not Job.objects.filter(pk=job.pk).exclude(waits.pending_of_job()).update(**values):
+            return False  # another wait is still pending
     _assign(job, values)
     aftercommit.enqueue(job.pk, flow=job.flow)
     aftercommit.send(signals.job_resumed, job)

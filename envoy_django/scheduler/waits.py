@@ -14,13 +14,17 @@ from django.db.models import Exists, OuterRef
 from envoy_django.models import Escalation, EscalationStatus, Wait, WaitStatus
 
 
+def outcome(status: str, value: Any, error: str, now: dt.datetime) -> dict[str, Any]:
+    """The columns of a resolved wait."""
+    return {"status": status, "value": value, "error": error or "", "resolved_at": now}
+
+
 def record(wait: Wait, status: str, *, value: Any = None, error: str = "", now: dt.datetime) -> None:
     """Store ``wait``'s outcome (the row is locked by the caller)."""
-    wait.status = status
-    wait.value = value
-    wait.error = error or ""
-    wait.resolved_at = now
-    wait.save(update_fields=["status", "value", "error", "resolved_at"])
+    values = outcome(status, value, error, now)
+    for name, field_value in values.items():
+        setattr(wait, name, field_value)
+    wait.save(update_fields=list(values))
 
 
 def pending_of_job() -> Exists:
@@ -48,4 +52,5 @@ def record_reply(
     escalation.replied_by_username = username
     escalation.replied_at = now
     escalation.updated_at = now
-    escalation.save()
+    escalation.save(update_fields=[
+        "status", "response", "replied_by", "replied_by_username", "replied_at", "updated_at"])

@@ -38,6 +38,17 @@ register("cancelled_while_running", StateFlow([
 ]))
 
 
+def _wait_for_two(ctx):
+    ctx.wait_for(["first", "second"])
+    return ctx
+
+
+register("two_events", StateFlow([
+    {"name": "Wait", "on_state": _wait_for_two},
+    {"name": "Go", "on_state": lambda ctx: ctx.output(ctx.get("waits")) or ctx},
+]))
+
+
 def _due_job(name: str, input=None) -> str:
     """A pending job nobody has run yet (run_at keeps immediate mode from running it at once)."""
     job_id = scheduler.schedule(name, input, run_at=timezone.now() + dt.timedelta(hours=1))
@@ -69,6 +80,31 @@ def test_the_claim_and_every_ordinary_transition_is_one_statement_and_one_commit
     statements = [q["sql"].split(" ", 2)[:2] for q in queries.captured_queries]
     assert statements == [["WITH", "claimable"]] + [["WITH", "fenced"]] * 10
     assert commits == []  # no transaction opened: each statement committed on its own
+
+
+@pytest.mark.services  # PostgreSQL's: on SQLite the same writes run in a transaction
+@pytest.mark.services  # PostgreSQL's: SQLite takes a statement for the wait and one for the job
+def test_a_wait_resolves_and_its_job_resumes_in_one_statement_only_once_no_other_wait_is_pending():
+    job_id = scheduler.schedule("two_events")
+    assert scheduler.get_job(job_id).status == "blocking"
+
+    def writes(resolve):
+        with CaptureQueriesContext(connection) as queries:
+            resolve()
+        return [q["sql"].split(" ", 4)[:4] for q in queries.captured_queries if q["sql"].startswith(("UPDATE", "WITH"))]
+
+    # One of two waits: the statement records it, and the job's condition (another wait pending) holds it.
+    assert writes(lambda: scheduler.resolve_blocking_job(job_id, "first", 1)) == [
+        ["WITH", "resolved", "AS", "(UPDATE"]]
+    job = scheduler.get_job(job_id)
+    assert job.status == "blocking"
+    assert dict(job.waits.values_list("wait_id", "status")) == {"first": "resolved", "second": "pending"}
+    # The last one: the same one statement resumes the job too, and the job runs on (immediate mode).
+    assert writes(lambda: scheduler.resolve_blocking_job(job_id, "second", 2))[:2] == [
+        ["WITH", "resolved", "AS", "(UPDATE"], ["WITH", "claimable", "AS", "(SELECT"]]
+    job = scheduler.get_job(job_id)
+    assert job.status == "done"
+    assert dict(job.waits.values_list("wait_id", "value")) == {"first": 1, "second": 2}
 
 
 @pytest.mark.services  # PostgreSQL's: on SQLite the same writes run in a transaction
