@@ -665,16 +665,17 @@ def _notify_parent(child: Job) -> None:
     """Resolve the parent's wait on ``child`` (the caller locked the parent before the child)."""
     if child.parent_id is None:
         return
-    parent = lock(child.parent_id)
+    # The wait with its job in one read; FOR UPDATE takes the wait's row (the parent's, this
+    # transaction holds already).
     wait = (
-        Wait.objects.select_for_update()
+        Wait.objects.select_for_update().select_related("job")
         .filter(job_id=child.parent_id, wait_id=child.parent_wait_id, status=WaitStatus.PENDING)
         .first()
     )
-    if parent is None or wait is None:
+    if wait is None:
         return
     resolve_wait(
-        parent,
+        wait.job,
         wait,
         _CHILD_WAIT_STATUS[child.status],
         value=child.output,
