@@ -52,10 +52,15 @@ def _step_row(step: Step) -> dict[str, Any]:
     }
 
 
+def _assignments(columns: list[str] | tuple[str, ...]) -> str:
+    """``a = %s, b = %s``: an UPDATE's SET list for ``columns`` (quoted)."""
+    return ", ".join(f"{column} = %s" for column in columns)
+
+
 @cache
 def _checkpoint_sql(set_columns: tuple[str, ...], step_columns: tuple[str, ...]) -> str:
     qn = connections[DEFAULT_DB_ALIAS].ops.quote_name
-    assignments = ", ".join(f"{column} = %s" for column in set_columns)
+    assignments = _assignments(set_columns)
     return (
         f"WITH fenced AS (UPDATE {qn(Job._meta.db_table)} SET {assignments} "
         f"WHERE id = %s AND lease_owner = %s AND status = %s RETURNING id) "
@@ -75,6 +80,7 @@ def fenced_checkpoint(job_id: Any, owner: str, job_values: dict[str, Any], step:
     sql = _checkpoint_sql(tuple(set_columns), tuple(step_columns))
     return sql, [*set_params, job_id, owner, JobStatus.RUNNING, *step_params]
 
+
 def resolve_and_resume(wait_pk: Any, wait_values: dict[str, Any], job_pk: Any,
                        job_values: dict[str, Any]) -> tuple[str, list[Any]]:
     """Record a wait's outcome and resume its blocking job if no other wait of it is pending: one statement.
@@ -89,10 +95,11 @@ def resolve_and_resume(wait_pk: Any, wait_values: dict[str, Any], job_pk: Any,
     wait_table, job_table = qn(Wait._meta.db_table), qn(Job._meta.db_table)
     wait_columns, wait_params = _prepared(Wait, wait_values)
     job_columns, job_params = _prepared(Job, job_values)
-    wait_job, wait_status = _fields(Wait)["job"][0], _fields(Wait)["status"][0]
+    wait_fields = _fields(Wait)
+    wait_job, wait_status = wait_fields["job"][0], wait_fields["status"][0]
     sql = (
-        f"WITH resolved AS (UPDATE {wait_table} SET {', '.join(f'{c} = %s' for c in wait_columns)} WHERE id = %s) "
-        f"UPDATE {job_table} SET {', '.join(f'{c} = %s' for c in job_columns)} WHERE id = %s AND status = %s "
+        f"WITH resolved AS (UPDATE {wait_table} SET {_assignments(wait_columns)} WHERE id = %s) "
+        f"UPDATE {job_table} SET {_assignments(job_columns)} WHERE id = %s AND status = %s "
         f"AND NOT EXISTS (SELECT 1 FROM {wait_table} WHERE {wait_job} = %s AND {wait_status} = %s AND id <> %s) "
         f"RETURNING id"
     )
