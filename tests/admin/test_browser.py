@@ -78,10 +78,24 @@ def assert_no_alert(browser: Any) -> None:
         browser.switch_to.alert  # noqa: B018  (the property raises when no dialog is open)
 
 
-def job_status_shown(browser: Any) -> str:
+def text_shown(browser: Any, css: str) -> str:
+    """The text of the first element matching css, or "" while there is none.
+
+    Looked up at each call: a job page swaps its content in when the job
+    moves, and an element read in the middle of that swap is stale.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
 
-    return browser.find_element(By.CSS_SELECTOR, ".field-status_badge .envoy-badge").text
+    try:
+        found = browser.find_elements(By.CSS_SELECTOR, css)
+        return found[0].text if found else ""
+    except StaleElementReferenceException:
+        return ""
+
+
+def job_status_shown(browser: Any) -> str:
+    return text_shown(browser, ".field-status_badge .envoy-badge")
 
 
 def test_approve_an_escalation_and_see_the_job_finish(live_server: Any, browser: Any, make_user: Any,
@@ -194,9 +208,8 @@ def test_a_running_agents_page_shows_the_model_output_as_it_streams(live_server:
                              "the agent's job to run")
             log_in(browser, live_server.url, "root", f"/admin/envoy_django/job/{job.pk}/change/")
 
-            def shown() -> str:  # looked up each time: the page swaps its content in when the job moves
-                boxes = browser.find_elements(By.CSS_SELECTOR, "#envoy-stream:not([hidden]) .envoy-stream__text")
-                return boxes[0].text.strip() if boxes else ""
+            def shown() -> str:
+                return text_shown(browser, "#envoy-stream:not([hidden]) .envoy-stream__text").strip()
 
             wait_until(lambda: shown() == "Four. Two plus", 30,
                        "the text so far (the pieces before the pause) on the page")
@@ -208,7 +221,8 @@ def test_a_running_agents_page_shows_the_model_output_as_it_streams(live_server:
             agent_flows.endpoint.reset()
     wait_until(lambda: job_status_shown(browser) == "done", 30, "the page to show the job done")
     assert not browser.find_elements(By.CSS_SELECTOR, "#envoy-stream:not([hidden])")
-    assert "Two plus two is four." in browser.find_element(By.ID, "content-main").text
+    wait_until(lambda: "Two plus two is four." in text_shown(browser, "#content-main"), TIMEOUT,
+               "the final message in the job's history")
 
 
 def test_the_overview_page(live_server: Any, browser: Any, make_user: Any, family: Any) -> None:
