@@ -8,6 +8,8 @@ SIGKILL, as the OOM killer would. Points:
 
 - ``before_claim``: a worker took the message off the queue and has not
   claimed the job yet.
+- ``before_running_woken``: a worker ended a parent's last child and is
+  about to run the parent it resumed, which has no message in the queue.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ except ImportError as exc:
 
 from envoy_django.conf import envoy_settings
 from envoy_django.dispatch.rq_queue import message_problem
-from envoy_django.scheduler.executor import run_job
+from envoy_django.scheduler.executor import run_job_then_woken
 from envoy_django.sweeper import sweep_once
 
 log = logging.getLogger("envoy_django.worker")
@@ -44,10 +44,10 @@ _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def perform(job_id: str) -> None:
-    """The function every Envoy RQ message calls: run one job."""
+    """The function every Envoy RQ message calls: run one job (and the parents its end resumes)."""
     close_old_connections()
     try:
-        run_job(job_id, should_stop=_stop.is_set)
+        run_job_then_woken(job_id, should_stop=_stop.is_set)
     finally:
         close_old_connections()
 

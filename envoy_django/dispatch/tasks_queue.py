@@ -29,10 +29,10 @@ _tasks = tasks_module()
 
 @_tasks.task(backend=envoy_settings.TASKS_BACKEND)
 def perform(job_id: str) -> None:
-    """Run the job until it blocks, ends or fails (nothing, if it is not this worker's to run)."""
-    from envoy_django.scheduler.executor import run_job
+    """Run the job until it blocks, ends or fails (nothing, if it is not ours to run), then the parents it resumes."""
+    from envoy_django.scheduler.executor import run_job_then_woken
 
-    run_job(job_id)
+    run_job_then_woken(job_id)
 
 
 class TasksDispatcher:

@@ -569,9 +569,12 @@ class Held:
         aftercommit.enqueue(self.job.pk, run_after, flow=self.job.flow)
 
     def finish(self, status: str, **kwargs: Any) -> None:
-        """End the job (the caller locked the parent first: ``lock_parent``)."""
+        """End the job (the caller locked the parent first: ``lock_parent``).
+
+        A parent this end resumes goes to this thread first (``aftercommit.running_woken``).
+        """
         self._fence(updated_at=timezone.now())
-        finish(self.job, status, **kwargs)
+        finish(self.job, status, wakes_here=True, **kwargs)
 
 
 def _assign(row: Model, values: dict[str, Any]) -> None:
@@ -590,11 +593,13 @@ def finish(
     error_type: str = "",
     traceback: str = "",
     fields: dict[str, Any] | None = None,
+    wakes_here: bool = False,
 ) -> None:
     """End ``job`` (locked, parent first) as done, failed or cancelled, and tell whoever waits on it.
 
     Pending waits and escalations are cancelled; unfinished descendants are
-    cancelled; the parent's wait on this job resolves.
+    cancelled; the parent's wait on this job resolves. ``wakes_here``: the
+    thread that ran the job may run the parent it resumes next.
     """
     now = timezone.now()
     values = dict(
@@ -620,7 +625,7 @@ def finish(
     if freed:
         _free_slots(freed, now)
     if job.parent_id:
-        _notify_parent(job)
+        _notify_parent(job, wakes_here)
     if status == JobStatus.DONE:
         aftercommit.send(signals.job_done, job)
     elif status == JobStatus.FAILED:
@@ -661,7 +666,7 @@ def _cancel_descendants(job: Job, now: dt.datetime) -> set[tuple[str, str]]:
     return freed
 
 
-def _notify_parent(child: Job) -> None:
+def _notify_parent(child: Job, wakes_here: bool = False) -> None:
     """Resolve the parent's wait on ``child`` (the caller locked the parent before the child)."""
     if child.parent_id is None:
         return
@@ -674,19 +679,25 @@ def _notify_parent(child: Job) -> None:
     )
     if wait is None:
         return
+    parent = wait.job
+    # Only where a message would have taken it: the queue the child came on, and code that has its version.
+    here = (wakes_here and registry.queue_of(parent.flow) == registry.queue_of(child.flow)
+            and registry.has_version(parent.flow, parent.flow_version))
     resolve_wait(
-        wait.job,
+        parent,
         wait,
         _CHILD_WAIT_STATUS[child.status],
         value=child.output,
         error=child.error if child.status != JobStatus.DONE else "",
+        here=here,
     )
 
 
 def resolve_wait(
-    job: Job, wait: Wait, status: str, *, value: Any = None, error: str = "", resume: bool = True
+    job: Job, wait: Wait, status: str, *, value: Any = None, error: str = "", resume: bool = True,
+    here: bool = False,
 ) -> bool:
-    """Record ``wait``'s outcome; resume ``job`` (locked) if it was the last one.
+    """Record ``wait``'s outcome; resume ``job`` (locked) if it was the last one (``here``: ``aftercommit.enqueue``).
 
     Returns True when the job was resumed. The count of pending waits is read
     under the job's row lock, so of two waits resolving at once exactly one
@@ -711,7 +722,7 @@ def resolve_wait(
         if not Job.objects.filter(pk=job.pk).exclude(waits.pending_of_job()).update(**values):
             return False  # another wait is still pending
     _assign(job, values)
-    aftercommit.enqueue(job.pk, flow=job.flow)
+    aftercommit.enqueue(job.pk, flow=job.flow, here=here)
     aftercommit.send(signals.job_resumed, job)
     return True
 

@@ -152,6 +152,24 @@ def _parent_of_waiting_child(ctx):
 
 register("parent_of_waiting_child", StateFlow([{"name": "Spawn", "on_state": _parent_of_waiting_child}]))
 
+
+def _nest(ctx):
+    if ctx.input() > 0:
+        ctx.set("below", ctx.spawn("nested", ctx.input() - 1))
+    return ctx
+
+
+def _nest_count(ctx):
+    below = ctx.get("below")
+    result = ctx.result(below) if below else {"status": "done", "value": -1}
+    ctx.output(result["value"] + 1 if result["status"] == "done" else result["status"])
+    return ctx
+
+
+# nested(n): a chain of n + 1 jobs, each the parent of the next; each outputs its depth below
+# (or how the job below it ended, if not done).
+register("nested", StateFlow([{"name": "Spawn", "on_state": _nest, "on_exit": _nest_count}]))
+
 def _ask(ctx):
     inputs = [{"id": "reason", "type": "select", "label": "Reason", "options": ["a", "b"]}]
     ctx.set("question", ctx.escalate("alice", "Go ahead?", inputs))

@@ -31,13 +31,18 @@ pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 SLACK = 15.0
 
 
+def start_workers_that_die_at(workers, tmp_path, point: str, job_id: str) -> dt.datetime:
+    """Start the workers with the fault ``point`` set for the job; wait until one dies there, and say when."""
+    faults = tmp_path / "faults"
+    faults.write_text(f"{point} {job_id}\n")
+    workers.start(extra_env={"ENVOY_FAULTS": str(faults)})
+    wait_until(lambda: faults.read_text().startswith("fired"), what=f"a worker to reach {point} and die")
+    return dt.datetime.fromtimestamp(float(faults.read_text().split()[-1]), tz=dt.UTC)
+
+
 def test_a_worker_killed_between_dequeue_and_claim_is_recovered_within_the_bound(workers, tmp_path):
     job_id = scheduler.schedule("hello", "again")  # waits in the queue: no worker runs yet
-    faults = tmp_path / "faults"
-    faults.write_text(f"before_claim {job_id}\n")
-    workers.start(extra_env={"ENVOY_FAULTS": str(faults)})
-    wait_until(lambda: faults.read_text().startswith("fired"), what="the worker to take the message and die")
-    killed_at = dt.datetime.fromtimestamp(float(faults.read_text().split()[-1]), tz=dt.UTC)
+    killed_at = start_workers_that_die_at(workers, tmp_path, "before_claim", job_id)
     wait_until(lambda: Job.objects.get(pk=job_id).status == JobStatus.DONE, what="the job to finish")
     job = Job.objects.get(pk=job_id)
     assert job.output == "Hello again! Bye!"
@@ -90,3 +95,15 @@ def test_envoy_worker_in_immediate_mode_runs_what_nothing_else_would(immediate_w
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
+
+
+def test_a_worker_killed_before_running_the_parent_its_child_resumed_is_recovered_within_the_bound(workers, tmp_path):
+    """The resumed parent goes to the worker that ended its child, with no message: the sweep is its net."""
+    top = scheduler.schedule("nested", 1)  # waits in the queue: no worker runs yet
+    killed_at = start_workers_that_die_at(workers, tmp_path, "before_running_woken", top)
+    wait_until(lambda: Job.objects.get(pk=top).status == JobStatus.DONE, what="the parent to finish")
+    parent = Job.objects.get(pk=top)
+    assert parent.output == 1
+    resumed = parent.steps.order_by("pk").last()
+    recovery = (resumed.started_at - killed_at).total_seconds()
+    assert recovery <= LEASE_SECONDS + SWEEP_INTERVAL + SLACK, recovery
