@@ -96,10 +96,11 @@ def run_job_then_woken(job_id: Any, *, should_stop: Callable[[], bool] | None = 
     is due now: running it here saves it the trip through the queue (the
     enqueue, another worker's pickup: about 3 ms of each child-to-parent
     handover). Only a parent on the child's queue, whose version this code
-    has, is kept here (``transitions._notify_parent``): a message would
-    have reached this worker too. Such a parent gets no message; if the worker is asked to stop
-    first, the parent is enqueued then (``aftercommit.running_woken``), and if
-    the process dies first, the sweep sends it within the recovery bound.
+    has, is kept here (``transitions._notify_parent``): where a message
+    could have reached this worker too. Such a parent gets no message; if
+    the worker is asked to stop first, the parent is enqueued then
+    (``aftercommit.running_woken``), and if the process dies first, the
+    sweep sends it within the recovery bound.
     """
     stop = should_stop or (lambda: False)
     with aftercommit.running_woken() as woken:

@@ -40,9 +40,14 @@ def sent(redis_conn: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         yield ids
 
 
-def queued(job_id: Any) -> int:
-    """Messages for the job waiting in the Envoy queue."""
-    return sum(message.startswith(f"envoy-{job_id}-") for message in get_queue().job_ids)
+def queued(job_id: Any, queue: str | None = None) -> int:
+    """Messages for the job waiting in the Envoy queue (or ``queue``)."""
+    return sum(message.startswith(f"envoy-{job_id}-") for message in get_queue(queue).job_ids)
+
+
+def once_ended(job: Job) -> Any:
+    """A ``should_stop`` that turns true once ``job`` has ended: a worker asked to stop right after it."""
+    return lambda: Job.objects.get(pk=job.pk).is_finished
 
 
 def chain(top: str) -> list[Job]:
@@ -78,11 +83,7 @@ def test_a_worker_asked_to_stop_after_the_child_enqueues_the_parent_instead(sent
     run_job(top)  # the parent's first run: it spawns the child and blocks
     before = queued(top)  # schedule()'s message, left unread
     child = Job.objects.get(parent_id=top)
-
-    def stop() -> bool:  # asked to stop once the child has ended
-        return Job.objects.get(pk=child.pk).status == JobStatus.DONE
-
-    run_job_then_woken(str(child.pk), should_stop=stop)
+    run_job_then_woken(str(child.pk), should_stop=once_ended(child))
     assert Job.objects.get(pk=top).status == JobStatus.PENDING
     assert sent.count(top) == 2 and queued(top) == before + 1
     drain()
@@ -110,7 +111,7 @@ def test_redis_down_when_a_stopping_worker_enqueues_the_parent_leaves_it_to_the_
 
     monkeypatch.setattr(RQDispatcher, "enqueue", down)
     with caplog.at_level(logging.WARNING, logger="envoy_django.aftercommit"):
-        run_job_then_woken(str(child.pk), should_stop=lambda: Job.objects.get(pk=child.pk).status == "done")
+        run_job_then_woken(str(child.pk), should_stop=once_ended(child))
     assert f"the sweep sends them again: {top}" in caplog.text
     parent = Job.objects.get(pk=top)
     assert (parent.status, queued(top)) == (JobStatus.PENDING, before)
@@ -165,7 +166,7 @@ def test_a_parent_routed_to_another_queue_goes_there(sent: list[str], parent_of_
     child = Job.objects.get(parent_id=top)
     run_job_then_woken(str(child.pk))
     assert Job.objects.get(pk=top).status == JobStatus.PENDING
-    assert sum(m.startswith(f"envoy-{top}-") for m in get_queue("envoy-priority").job_ids) == 2
+    assert queued(top, "envoy-priority") == 2
     drain(queue_names=["envoy-priority"])
     assert Job.objects.get(pk=top).output == 41
 

@@ -170,6 +170,7 @@ def _nest_count(ctx):
 # (or how the job below it ended, if not done).
 register("nested", StateFlow([{"name": "Spawn", "on_state": _nest, "on_exit": _nest_count}]))
 
+
 def _ask(ctx):
     inputs = [{"id": "reason", "type": "select", "label": "Reason", "options": ["a", "b"]}]
     ctx.set("question", ctx.escalate("alice", "Go ahead?", inputs))
