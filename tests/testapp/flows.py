@@ -171,6 +171,20 @@ def _nest_count(ctx):
 register("nested", StateFlow([{"name": "Spawn", "on_state": _nest, "on_exit": _nest_count}]))
 
 
+def _spawn_pair(ctx):
+    ctx.set("pair", [ctx.spawn("child", ctx.input()), ctx.spawn("child", ctx.input() + 1)])
+    return ctx
+
+
+def _add_pair(ctx):
+    ctx.output(sum(ctx.result(wait)["value"] for wait in ctx.get("pair")))
+    return ctx
+
+
+# pair(n): two children that end at about the same time, on different workers; outputs 2n + 2(n + 1).
+register("pair", StateFlow([{"name": "Spawn", "on_state": _spawn_pair, "on_exit": _add_pair}]))
+
+
 def _ask(ctx):
     inputs = [{"id": "reason", "type": "select", "label": "Reason", "options": ["a", "b"]}]
     ctx.set("question", ctx.escalate("alice", "Go ahead?", inputs))
