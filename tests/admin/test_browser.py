@@ -69,6 +69,9 @@ def log_in(browser: Any, base_url: str, username: str, next_path: str) -> None:
     browser.find_element(By.NAME, "password").send_keys("pw")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     wait_until(lambda: browser.current_url.endswith(next_path), TIMEOUT, f"the login to land on {next_path}")
+    # The address changes as the new page starts loading; its elements are there once it has loaded.
+    wait_until(lambda: browser.execute_script("return document.readyState") == "complete", TIMEOUT,
+               f"{next_path} to load")
 
 
 def assert_no_alert(browser: Any) -> None:
@@ -167,7 +170,7 @@ def test_an_unfinished_jobs_page_follows_the_job_without_a_reload(live_server: A
     make_user("root", superuser=True)
     job_id, escalation = family()
     log_in(browser, live_server.url, "root", f"/admin/envoy_django/job/{job_id}/change/")
-    assert job_status_shown(browser) == "blocking"
+    wait_until(lambda: job_status_shown(browser) == "blocking", TIMEOUT, "the page to show the job blocking")
     browser.execute_script("window.envoyNotReloaded = true")
 
     scheduler.reply_to_escalation(escalation.pk, {"reason": "a", "ok": True}, "approved", user="alice")
