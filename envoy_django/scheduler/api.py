@@ -272,14 +272,14 @@ def resolve_blocking_job(job_id: JobId, wait_id: str, value: Any = None) -> None
         )
     check_payload(value, f"value for wait {wait_id!r} of job {pk}")
     # Refused before any lock when it can be: the loser of two answers never holds the job back.
-    found = Wait.objects.filter(job_id=pk, wait_id=wait_id).values_list("type", "status", "job__parent_id").first()
+    found = waits.peek(pk, wait_id)
     if found:
         _check_event_wait(pk, wait_id, found[0], found[1])
     with aftercommit.atomic():
         job = transitions.lock_family(pk, found[2]) if found else transitions.lock_family(pk)
         if job is None:
             raise JobNotFoundError(f"no job {pk}")
-        wait = Wait.objects.select_for_update().filter(job_id=job.pk, wait_id=wait_id).first()
+        wait = waits.lock_wait(job.pk, wait_id)
         if wait is None:
             raise WaitNotFoundError(f"job {job.pk} has no wait {wait_id!r}")
         _check_event_wait(pk, wait_id, wait.type, wait.status)
@@ -309,8 +309,7 @@ def reply_to_escalation(
         )
     pk = _uuid(escalation_id, "escalation")
     replier, username = _replier(user, pk)
-    found = (Escalation.objects.filter(pk=pk)
-             .values_list("job_id", "job__parent_id", "status", "replied_by_username").first())
+    found = waits.peek_escalation(pk)
     if found is None:
         raise EscalationNotFoundError(f"no escalation {pk}")
     job_id, parent_id, current, replied_by = found
@@ -321,18 +320,21 @@ def reply_to_escalation(
         job = transitions.lock_family(job_id, parent_id)
         if job is None:  # deleted since the look above
             raise EscalationNotFoundError(f"no escalation {pk}")
-        escalation = Escalation.objects.select_for_update().get(pk=pk)
+        locked = waits.lock_escalation(pk, job.pk)
+        if locked is None:  # deleted since the look above
+            raise EscalationNotFoundError(f"no escalation {pk}")
+        escalation, wait = locked
         if escalation.status != EscalationStatus.PENDING:
             raise _already_replied(pk, escalation.status, escalation.replied_by_username)
         cleaned = clean_reply(escalation.pk, escalation.inputs, values)
         check_payload(cleaned, f"reply to escalation {escalation.pk}")
         check_approval(escalation.pk, escalation.inputs, cleaned, status)
-        waits.record_reply(escalation, status, cleaned, replier, username, timezone.now())
         # Before the job's own signals, so receivers hear of the reply first.
         aftercommit.send(signals.escalation_replied, job, escalation=escalation)
-        wait = Wait.objects.select_for_update().get(job_id=job.pk, wait_id=escalation.wait_id)
         fails_job = status == "rejected" and escalation.on_reject == "fail"
-        transitions.resolve_wait(job, wait, status, value=cleaned, resume=not fails_job)
+        # The reply, the wait's outcome and the resume in one statement.
+        transitions.resolve_wait(job, wait, status, value=cleaned, resume=not fails_job,
+                                 also=[(escalation, waits.reply(status, cleaned, replier, username, timezone.now()))])
         if fails_job and not job.is_finished:
             comments = [cleaned[i["id"]] for i in escalation.inputs if i["type"] == "comment" and cleaned[i["id"]]]
             reason = f"escalation rejected by {username or 'unknown'}"

@@ -9,19 +9,25 @@ rows, the same fence, the same synchronous commit.
 
 Values pass through each field's ``get_db_prep_save``, as the ORM passes
 them, so JSON, dates and defaults are stored exactly as ``save()`` would.
-Only transitions.py runs these statements; this module only writes them.
+Rows read back become model instances through each field's converters, as
+the ORM builds them (``from_row``): compiling a queryset costs more than
+the locked read it sends. Only transitions.py and waits.py run these
+statements; this module only writes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.models import Field, Model
 from django.db.models.expressions import DatabaseDefault
 
-from envoy_django.models import Job, JobStatus, SlotStatus, Step, Wait, WaitStatus
+from envoy_django.models import Escalation, Job, JobStatus, SlotStatus, Step, Wait, WaitStatus
+
+M = TypeVar("M", bound=Model)
 
 
 @cache
@@ -32,15 +38,127 @@ def _fields(model: type[Model]) -> dict[str, tuple[str, Field]]:
 
 
 def _prepared(model: type[Model], values: dict[str, Any]) -> tuple[list[str], list[Any]]:
-    """Column names (quoted) and database values of ``values`` (field name -> value) of ``model``."""
+    """Column names (quoted) and database values of ``values`` (field name -> value) of ``model``.
+
+    A foreign key's value may be the related instance, as ``update()`` takes it.
+    """
     connection = connections[DEFAULT_DB_ALIAS]
     fields = _fields(model)
     columns, params = [], []
     for name, value in values.items():
         column, field = fields[name]
+        if field.is_relation and isinstance(value, Model):
+            value = value.pk
         columns.append(column)
         params.append(field.get_db_prep_save(value, connection))
     return columns, params
+
+
+# --- reading rows back -----------------------------------------------------------
+
+
+def select_list(model: type[Model], alias: str) -> str:
+    """Every concrete column of ``model`` under table alias ``alias``, in ``from_row``'s order."""
+    return ", ".join(f"{alias}.{column}" for column, _ in _fields(model).values())
+
+
+@cache
+def _loader(model: type[Model], name: str) -> tuple[Any, list[Callable[..., Any]]]:
+    """(column expression, converters) of ``model``'s field ``name``: what the ORM applies to a value read."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    column = _fields(model)[name][1].get_col(model._meta.db_table)
+    return column, connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+
+
+def loaded(model: type[Model], name: str, value: Any) -> Any:
+    """A value of ``model``'s field ``name`` as read from a row, as a queryset would give it."""
+    column, converters = _loader(model, name)
+    connection = connections[DEFAULT_DB_ALIAS]
+    for convert in converters:
+        value = convert(value, column, connection)
+    return value
+
+
+@cache
+def _attnames(model: type[Model]) -> list[tuple[str, str]]:
+    """(field name, attname) of each concrete column of ``model``, in ``select_list``'s order."""
+    return [(field.name, field.attname) for _, field in _fields(model).values()]
+
+
+def from_row(model: type[M], row: Sequence[Any], start: int = 0) -> M:
+    """The instance of ``model`` in ``row[start:]`` (columns of ``select_list``), as a queryset would build it."""
+    names = _attnames(model)
+    values = [loaded(model, name, value)
+              for (name, _), value in zip(names, row[start:start + len(names)], strict=True)]
+    return model.from_db(DEFAULT_DB_ALIAS, [attname for _, attname in names], values)
+
+
+def _for_update() -> str:
+    """`` FOR UPDATE`` where the database has row locks (SQLite serializes writers instead)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    return " FOR UPDATE" if connection.features.has_select_for_update else ""
+
+
+def _key(model: type[Model], value: Any) -> Any:
+    """``value`` as the database stores ``model``'s primary key (SQLite keeps a UUID as hex text)."""
+    return model._meta.pk.get_db_prep_value(value, connections[DEFAULT_DB_ALIAS])
+
+
+@cache
+def _sql(template: str) -> str:
+    """``template`` with the tables ({job}, {wait}, {escalation}; aliased j, w, e), their columns in
+    ``from_row``'s order ({job_columns}, ...) and {for_update} filled in for this database."""
+    qn = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    return template.format(
+        job=qn(Job._meta.db_table), wait=qn(Wait._meta.db_table), escalation=qn(Escalation._meta.db_table),
+        job_columns=select_list(Job, "j"), wait_columns=select_list(Wait, "w"),
+        escalation_columns=select_list(Escalation, "e"), for_update=_for_update(),
+    )
+
+
+def lock_job(job_id: Any) -> tuple[str, list[Any]]:
+    """The job's row, locked."""
+    return _sql("SELECT {job_columns} FROM {job} j WHERE j.id = %s{for_update}"), [_key(Job, job_id)]
+
+
+def lock_wait(job_id: Any, wait_id: str) -> tuple[str, list[Any]]:
+    """A job's wait, locked."""
+    return (_sql("SELECT {wait_columns} FROM {wait} w WHERE w.job_id = %s AND w.wait_id = %s{for_update}"),
+            [_key(Job, job_id), wait_id])
+
+
+def lock_pending_wait_and_job(job_id: Any, wait_id: str) -> tuple[str, list[Any]]:
+    """A job's wait if still pending, with the job, both locked, in one row."""
+    return (_sql("SELECT {wait_columns}, {job_columns} FROM {wait} w JOIN {job} j ON j.id = w.job_id "
+                 "WHERE w.job_id = %s AND w.wait_id = %s AND w.status = %s{for_update}"),
+            [_key(Job, job_id), wait_id, WaitStatus.PENDING])
+
+
+def lock_escalation_and_wait(escalation_id: Any, job_id: Any) -> tuple[str, list[Any]]:
+    """An escalation of a job and the wait it resolves, both locked, in one row."""
+    return (_sql("SELECT {escalation_columns}, {wait_columns} FROM {escalation} e "
+                 "JOIN {wait} w ON w.job_id = e.job_id AND w.wait_id = e.wait_id "
+                 "WHERE e.id = %s AND e.job_id = %s{for_update}"),
+            [_key(Escalation, escalation_id), _key(Job, job_id)])
+
+
+def peek_escalation(escalation_id: Any) -> tuple[str, list[Any]]:
+    """An escalation's job, that job's parent, its status and replier (no lock: the look before the locks)."""
+    return (_sql("SELECT e.job_id, j.parent_id, e.status, e.replied_by_username "
+                 "FROM {escalation} e JOIN {job} j ON j.id = e.job_id WHERE e.id = %s"),
+            [_key(Escalation, escalation_id)])
+
+
+def peek_wait(job_id: Any, wait_id: str) -> tuple[str, list[Any]]:
+    """A wait's type and status and its job's parent (no lock: the look before the locks)."""
+    return (_sql("SELECT w.type, w.status, j.parent_id FROM {wait} w JOIN {job} j ON j.id = w.job_id "
+                 "WHERE w.job_id = %s AND w.wait_id = %s"),
+            [_key(Job, job_id), wait_id])
+
+
+def width(model: type[Model]) -> int:
+    """How many columns ``select_list(model, ...)`` holds: where the next model starts in a joined row."""
+    return len(_fields(model))
 
 
 def _step_row(step: Step) -> dict[str, Any]:
@@ -81,29 +199,37 @@ def fenced_checkpoint(job_id: Any, owner: str, job_values: dict[str, Any], step:
     return sql, [*set_params, job_id, owner, JobStatus.RUNNING, *step_params]
 
 
-def resolve_and_resume(wait_pk: Any, wait_values: dict[str, Any], job_pk: Any,
-                       job_values: dict[str, Any]) -> tuple[str, list[Any]]:
+def resolve_and_resume(wait_pk: Any, wait_values: dict[str, Any], job_pk: Any, job_values: dict[str, Any],
+                       also: Sequence[tuple[Model, dict[str, Any]]] = ()) -> tuple[str, list[Any]]:
     """Record a wait's outcome and resume its blocking job if no other wait of it is pending: one statement.
 
     Both UPDATEs see the rows as they were before the statement, so the
     resolved wait still looks pending to the job's condition and is left out
     of it by id. The caller holds the job's row lock: of two waits resolving
-    at once, the second sees the first's wait resolved. It returns the job's
-    id when the job resumed, no row when it did not.
+    at once, the second sees the first's wait resolved. ``also``: other rows
+    the outcome writes, (instance, values), such as the escalation's reply,
+    updated in the same statement. It returns the job's id when the job
+    resumed, no row when it did not.
     """
     qn = connections[DEFAULT_DB_ALIAS].ops.quote_name
     wait_table, job_table = qn(Wait._meta.db_table), qn(Job._meta.db_table)
+    others, other_params = [], []
+    for n, (row, values) in enumerate(also):
+        columns, params = _prepared(type(row), values)
+        others.append(f"also{n} AS (UPDATE {qn(row._meta.db_table)} SET {_assignments(columns)} WHERE id = %s), ")
+        other_params += [*params, row.pk]
     wait_columns, wait_params = _prepared(Wait, wait_values)
     job_columns, job_params = _prepared(Job, job_values)
     wait_fields = _fields(Wait)
     wait_job, wait_status = wait_fields["job"][0], wait_fields["status"][0]
     sql = (
-        f"WITH resolved AS (UPDATE {wait_table} SET {_assignments(wait_columns)} WHERE id = %s) "
+        f"WITH {''.join(others)}resolved AS (UPDATE {wait_table} SET {_assignments(wait_columns)} WHERE id = %s) "
         f"UPDATE {job_table} SET {_assignments(job_columns)} WHERE id = %s AND status = %s "
         f"AND NOT EXISTS (SELECT 1 FROM {wait_table} WHERE {wait_job} = %s AND {wait_status} = %s AND id <> %s) "
         f"RETURNING id"
     )
-    return sql, [*wait_params, wait_pk, *job_params, job_pk, JobStatus.BLOCKING, job_pk, WaitStatus.PENDING, wait_pk]
+    return sql, [*other_params, *wait_params, wait_pk, *job_params, job_pk, JobStatus.BLOCKING, job_pk,
+                 WaitStatus.PENDING, wait_pk]
 
 
 def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claims: int,
@@ -115,9 +241,10 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
     (``runnable``: ``"name:version"``), and holding a slot if its flow is one
     of ``gated_flows`` (those with a concurrency limit, whose jobs take a
     slot on the slower path first). A row another transaction holds is
-    skipped, not waited for. It returns the job's row as it is now, then
-    ``first_start`` (never started before), ``was_status`` and ``was_owner``;
-    no row when the job is not free to take this way.
+    skipped, not waited for. It returns the job's row as it is now
+    (``from_row``'s columns), then whether it never started before, its
+    status and its lease owner before the claim; no row when the job is not
+    free to take this way.
     """
     connection = connections[DEFAULT_DB_ALIAS]
     table = connection.ops.quote_name(Job._meta.db_table)
@@ -134,7 +261,7 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
         f"started_at = COALESCE(job.started_at, %s), run_after = NULL, claims = job.claims + 1, updated_at = %s, "
         f"pending_reason = '', slot = CASE WHEN job.slot = %s THEN '' ELSE job.slot END "
         f"FROM claimable WHERE job.id = claimable.id "
-        f"RETURNING job.*, claimable.started_at IS NULL AS first_start, "
+        f"RETURNING {select_list(Job, 'job')}, claimable.started_at IS NULL AS first_start, "
         f"claimable.status AS was_status, claimable.lease_owner AS was_owner"
     )
     params = [

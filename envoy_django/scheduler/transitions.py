@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from django.db import OperationalError, connection
@@ -64,7 +65,11 @@ def lease_until(now: dt.datetime) -> dt.datetime:
 
 
 def lock(job_id: Any) -> Job | None:
-    return Job.objects.select_for_update().filter(pk=job_id).first()
+    """The job, its row locked until the transaction ends; None if there is no such job."""
+    with connection.cursor() as cursor:
+        cursor.execute(*statements.lock_job(job_id))
+        row = cursor.fetchone()
+    return None if row is None else statements.from_row(Job, row)
 
 
 _UNKNOWN = object()
@@ -226,13 +231,16 @@ def _claim_at_once(job_id: Any, owner: str, limited: list[str]) -> Held | None:
                                    max_claims=envoy_settings.MAX_CLAIMS, gated_flows=limited,
                                    runnable=registry.runnable())
     with aftercommit.atomic(one_statement=True):
-        job = next(iter(Job.objects.raw(sql, params)), None)
-        if job is None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
             return None
-        extra = {name: job.__dict__.pop(name) for name in ("first_start", "was_status", "was_owner")}
-        if extra["was_status"] == JobStatus.RUNNING:
-            log.info("job %s: taking over from %s, whose lease expired", job.pk, extra["was_owner"])
-        if extra["first_start"]:
+        job = statements.from_row(Job, row)
+        first_start, was_status, was_owner = row[statements.width(Job):]
+        if was_status == JobStatus.RUNNING:
+            log.info("job %s: taking over from %s, whose lease expired", job.pk, was_owner)
+        if first_start:
             aftercommit.send(signals.job_started, job)
     return Held(job, owner)
 
@@ -670,16 +678,12 @@ def _notify_parent(child: Job, wakes_here: bool = False) -> None:
     """Resolve the parent's wait on ``child`` (the caller locked the parent before the child)."""
     if child.parent_id is None:
         return
-    # The wait with its job in one read; FOR UPDATE takes the wait's row (the parent's, this
+    # The wait with its job in one read; the lock takes the wait's row (the parent's, this
     # transaction holds already).
-    wait = (
-        Wait.objects.select_for_update().select_related("job")
-        .filter(job_id=child.parent_id, wait_id=child.parent_wait_id, status=WaitStatus.PENDING)
-        .first()
-    )
-    if wait is None:
+    found = waits.lock_pending_with_job(child.parent_id, child.parent_wait_id)
+    if found is None:
         return
-    parent = wait.job
+    wait, parent = found
     # Only where a message would have taken it: the queue the child came on, and code that has its version.
     here = (wakes_here and registry.queue_of(parent.flow) == registry.queue_of(child.flow)
             and registry.has_version(parent.flow, parent.flow_version))
@@ -695,27 +699,34 @@ def _notify_parent(child: Job, wakes_here: bool = False) -> None:
 
 def resolve_wait(
     job: Job, wait: Wait, status: str, *, value: Any = None, error: str = "", resume: bool = True,
-    here: bool = False,
+    here: bool = False, also: Sequence[tuple[Model, dict[str, Any]]] = (),
 ) -> bool:
     """Record ``wait``'s outcome; resume ``job`` (locked) if it was the last one (``here``: ``aftercommit.enqueue``).
 
-    Returns True when the job was resumed. The count of pending waits is read
-    under the job's row lock, so of two waits resolving at once exactly one
-    sees none left and sends the job.
+    ``also``: other rows the outcome writes, (locked instance, values), such
+    as the escalation's reply; written with the wait. Returns True when the
+    job was resumed. The count of pending waits is read under the job's row
+    lock, so of two waits resolving at once exactly one sees none left and
+    sends the job.
     """
     now = timezone.now()
     values = dict(status=JobStatus.PENDING, updated_at=now, enqueued_at=now)
     if resume and job.status == JobStatus.BLOCKING and connection.vendor == "postgresql":
-        # The wait's outcome and the resume in one statement (statements.resolve_and_resume).
+        # The rows, the wait's outcome and the resume in one statement (statements.resolve_and_resume).
         resolved = waits.outcome(status, value, error, now)
-        sql, params = statements.resolve_and_resume(wait.pk, resolved, job.pk, values)
+        sql, params = statements.resolve_and_resume(wait.pk, resolved, job.pk, values, also)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             resumed = cursor.fetchone() is not None
+        for row, row_values in also:
+            _assign(row, row_values)
         _assign(wait, resolved)
         if not resumed:
             return False  # another wait is still pending
     else:
+        for row, row_values in also:
+            type(row)._default_manager.filter(pk=row.pk).update(**row_values)
+            _assign(row, row_values)
         waits.record(wait, status, value=value, error=error, now=now)
         if not resume or job.status != JobStatus.BLOCKING:
             return False

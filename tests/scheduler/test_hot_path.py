@@ -82,7 +82,6 @@ def test_the_claim_and_every_ordinary_transition_is_one_statement_and_one_commit
     assert commits == []  # no transaction opened: each statement committed on its own
 
 
-@pytest.mark.services  # PostgreSQL's: on SQLite the same writes run in a transaction
 @pytest.mark.services  # PostgreSQL's: SQLite takes a statement for the wait and one for the job
 def test_a_wait_resolves_and_its_job_resumes_in_one_statement_only_once_no_other_wait_is_pending():
     job_id = scheduler.schedule("two_events")
@@ -105,6 +104,29 @@ def test_a_wait_resolves_and_its_job_resumes_in_one_statement_only_once_no_other
     job = scheduler.get_job(job_id)
     assert job.status == "done"
     assert dict(job.waits.values_list("wait_id", "value")) == {"first": 1, "second": 2}
+
+
+@pytest.mark.services  # PostgreSQL's: SQLite takes a statement for each row
+def test_a_reply_is_one_look_two_locks_and_one_write_that_records_it_and_resumes_the_job():
+    from envoy_django.models import Escalation
+
+    job_id = scheduler.schedule("ask")
+    escalation = Escalation.objects.get(job_id=job_id)
+    with CaptureQueriesContext(connection) as queries:
+        scheduler.reply_to_escalation(escalation.pk, {"reason": "b"}, "approved", user="alice")
+    sent = [q["sql"] for q in queries.captured_queries]
+    claim = next(n for n, sql in enumerate(sent) if sql.startswith("WITH claimable"))  # the job runs on here
+    kinds = [" ".join(sql.split(" ", 2)[:2]) if sql.startswith("WITH") else sql.split(" ", 1)[0]
+             for sql in sent[:claim]]
+    # The look before the locks; then, in one transaction, the job's row, the escalation with its
+    # wait, and one write for all three.
+    assert kinds == ["SELECT", "BEGIN", "SELECT", "SELECT", "WITH also0", "COMMIT"]
+    assert sent[2].endswith("FOR UPDATE") and sent[3].endswith("FOR UPDATE")
+    escalation.refresh_from_db()
+    assert (escalation.status, escalation.response, escalation.replied_by_username) == (
+        "approved", {"reason": "b"}, "alice")
+    assert escalation.job.waits.get().status == "approved"
+    assert scheduler.get_job(job_id).status == "done"
 
 
 @pytest.mark.services  # PostgreSQL's: on SQLite the same writes run in a transaction
