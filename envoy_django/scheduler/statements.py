@@ -279,6 +279,18 @@ def _database_default(field: Field, value: Any) -> Any:
     return value
 
 
+def insert_job(job: Job) -> tuple[str, list[Any]]:
+    """INSERT one new job's row: every column, as ``save()`` would insert it (``pre_save``, defaults)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    columns, params = [], []
+    for column, field in _fields(Job).values():
+        columns.append(column)
+        params.append(field.get_db_prep_save(_database_default(field, field.pre_save(job, add=True)), connection))
+    sql = (f"INSERT INTO {connection.ops.quote_name(Job._meta.db_table)} ({', '.join(columns)}) "
+           f"VALUES ({', '.join(['%s'] * len(columns))})")
+    return sql, params
+
+
 def insert_jobs(jobs: list[Job]) -> tuple[str, list[Any]]:
     """INSERT every job in one statement whose size does not grow with the rows: one array per column.
 

@@ -211,3 +211,28 @@ def test_the_queue_is_built_once_and_survives_its_redis_connection_being_killed(
         assert queue.count == 2  # sent at once, not left for the sweep
         drain()
     assert [scheduler.get_job(j).output for j in (first, second)] == ["Hello one! Bye!", "Hello two! Bye!"]
+
+
+@pytest.mark.services  # PostgreSQL's: SQLite saves the job through the ORM
+def test_schedules_insert_stores_every_column_as_save_would():
+    """``schedule()`` sends its own INSERT on PostgreSQL: defaults, JSON and dates must come out as save()'s."""
+    import uuid
+
+    from envoy_django.scheduler import statements
+
+    now = timezone.now()
+    fields = dict(flow="hello", flow_version=2, input={"n": [1, 2.5, None, "é"], "s": "x"}, state="Start",
+                  max_steps=7, run_after=now + dt.timedelta(hours=1), concurrency_key="acme",
+                  created_at=now, updated_at=now, enqueued_at=now)
+    sent, saved = Job(id=uuid.uuid4(), **fields), Job(id=uuid.uuid4(), **fields)
+    with connection.cursor() as cursor:
+        cursor.execute(*statements.insert_job(sent))
+    saved.save(force_insert=True)
+
+    def row(job_id):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM {Job._meta.db_table} WHERE id = %s", [job_id])
+            names = [column.name for column in cursor.description]
+            return {name: value for name, value in zip(names, cursor.fetchone(), strict=True) if name != "id"}
+
+    assert row(sent.pk) == row(saved.pk)
