@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from multiprocessing.connection import wait as wait_for_exit
@@ -29,6 +30,7 @@ from envoy_django.exceptions import MissingExtraError
 try:
     from rq import SimpleWorker
     from rq.serializers import JSONSerializer
+    from rq.worker import WorkerStatus
 except ImportError as exc:
     raise MissingExtraError("rq", "envoy_worker in 'rq' mode") from exc
 
@@ -61,16 +63,48 @@ class EnvoyWorker(SimpleWorker):
     and removed, before anything it names is imported or called.
     """
 
+    HEARTBEAT_EVERY = 1.0  # seconds; the worker's key lives worker_ttl + 60 s
+    _beat_at = float("-inf")
+
     def execute_job(self, job: Any, queue: Any) -> None:
+        """Take the message off Redis in one round trip, then run the job.
+
+        RQ's own path spends about twenty Redis round trips on a message
+        (started registry, execution records, job status and heartbeats,
+        result and counters, the cleanup), which took longer than a 1-state
+        job itself. None of it is read for Envoy's messages: PostgreSQL holds
+        the job, its lease and its history, and the message only says "run
+        job X". So the message is removed before the job runs; a worker that
+        dies mid-job leaves the job to the sweep, which re-enqueues it when
+        its lease runs out (RQ never ran an abandoned message again either).
+        An exception out of ``perform`` (the database gone, say; a handler's
+        own is a failed attempt inside the run) goes to RQ's exception
+        handlers and the log.
+        """
         problem = message_problem(job)
-        if problem is None:
-            super().execute_job(job, queue)
+        if problem is not None:
+            log.error("refused RQ message %s on queue %s: %s; removed it", job.id, queue.name, problem)
+            with self.connection.pipeline() as pipeline:
+                pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
+                job.delete(pipeline=pipeline, remove_from_queue=True)
+                pipeline.execute()
             return
-        log.error("refused RQ message %s on queue %s: %s; removed it", job.id, queue.name, problem)
         with self.connection.pipeline() as pipeline:
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)  # a warm shutdown now waits for the job
             pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
-            job.delete(pipeline=pipeline, remove_from_queue=True)
+            pipeline.delete(job.key)
             pipeline.execute()
+        try:
+            perform(job.args[0])
+        except Exception:
+            self.handle_exception(job, *sys.exc_info())
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ beats four or five times per message; one beat a second keeps the worker's key alive."""
+        if timeout is None and pipeline is None and time.monotonic() - self._beat_at < self.HEARTBEAT_EVERY:
+            return
+        self._beat_at = time.monotonic()
+        super().heartbeat(timeout, pipeline)
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         _stop.set()
