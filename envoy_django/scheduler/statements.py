@@ -99,6 +99,13 @@ def _for_update() -> str:
     return " FOR UPDATE" if connection.features.has_select_for_update else ""
 
 
+def fetch_one(statement: tuple[str, list[Any]]) -> tuple[Any, ...] | None:
+    """Run ``statement`` (sql, params) on the default connection; the first row it reads, or None."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(*statement)
+        return cursor.fetchone()
+
+
 def _key(model: type[Model], value: Any) -> Any:
     """``value`` as the database stores ``model``'s primary key (SQLite keeps a UUID as hex text)."""
     return model._meta.pk.get_db_prep_value(value, connections[DEFAULT_DB_ALIAS])
@@ -279,13 +286,22 @@ def _database_default(field: Field, value: Any) -> Any:
     return value
 
 
+def _saved(field: Field, job: Job) -> Any:
+    """The value ``save()`` would insert for the new job's ``field`` (``pre_save``, its database default)."""
+    return _database_default(field, field.pre_save(job, add=True))
+
+
 def insert_job(job: Job) -> tuple[str, list[Any]]:
-    """INSERT one new job's row: every column, as ``save()`` would insert it (``pre_save``, defaults)."""
+    """INSERT one new job's row: every column, as ``save()`` would insert it.
+
+    ``insert_jobs([job])`` would store the same row; one plain VALUES list
+    is the cheaper statement for the one job ``schedule()`` inserts.
+    """
     connection = connections[DEFAULT_DB_ALIAS]
     columns, params = [], []
     for column, field in _fields(Job).values():
         columns.append(column)
-        params.append(field.get_db_prep_save(_database_default(field, field.pre_save(job, add=True)), connection))
+        params.append(field.get_db_prep_save(_saved(field, job), connection))
     sql = (f"INSERT INTO {connection.ops.quote_name(Job._meta.db_table)} ({', '.join(columns)}) "
            f"VALUES ({', '.join(['%s'] * len(columns))})")
     return sql, params
@@ -310,7 +326,7 @@ def insert_jobs(jobs: list[Job]) -> tuple[str, list[Any]]:
     params: list[Any] = []
     array_params: list[Any] = []
     for name, (column, field) in _fields(Job).items():
-        values = [_database_default(field, field.pre_save(job, add=True)) for job in jobs]
+        values = [_saved(field, job) for job in jobs]
         db_type = field.db_type(connection)
         columns.append(column)
         if name != "id" and all(value == values[0] and type(value) is type(values[0]) for value in values):

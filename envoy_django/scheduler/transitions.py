@@ -66,9 +66,7 @@ def lease_until(now: dt.datetime) -> dt.datetime:
 
 def lock(job_id: Any) -> Job | None:
     """The job, its row locked until the transaction ends; None if there is no such job."""
-    with connection.cursor() as cursor:
-        cursor.execute(*statements.lock_job(job_id))
-        row = cursor.fetchone()
+    row = statements.fetch_one(statements.lock_job(job_id))
     return None if row is None else statements.from_row(Job, row)
 
 
@@ -242,9 +240,7 @@ def _claim_at_once(job_id: Any, owner: str, limited: list[str]) -> Held | None:
                                    max_claims=envoy_settings.MAX_CLAIMS, gated_flows=limited,
                                    runnable=registry.runnable())
     with aftercommit.atomic(one_statement=True):
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
+        row = statements.fetch_one((sql, params))
         if row is None:
             return None
         job = statements.from_row(Job, row)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.db import connection
 from django.db.models import Exists, OuterRef
 
 from envoy_django.models import Escalation, EscalationStatus, Job, Wait, WaitStatus
@@ -50,22 +49,15 @@ def reply(status: str, response: dict[str, Any], user: Any, username: str, now: 
             "replied_at": now, "updated_at": now}
 
 
-def _one(statement: tuple[str, list[Any]]) -> tuple[Any, ...] | None:
-    """The first row ``statement`` (sql, params) reads, or None."""
-    with connection.cursor() as cursor:
-        cursor.execute(*statement)
-        return cursor.fetchone()
-
-
 def lock_wait(job_id: Any, wait_id: str) -> Wait | None:
     """The job's wait ``wait_id``, its row locked; None if the job has none of that id."""
-    row = _one(statements.lock_wait(job_id, wait_id))
+    row = statements.fetch_one(statements.lock_wait(job_id, wait_id))
     return None if row is None else statements.from_row(Wait, row)
 
 
 def lock_escalation(escalation_id: Any, job_id: Any) -> tuple[Escalation, Wait] | None:
     """The job's escalation and the wait it resolves, both rows locked, in one read; None if it has none."""
-    row = _one(statements.lock_escalation_and_wait(escalation_id, job_id))
+    row = statements.fetch_one(statements.lock_escalation_and_wait(escalation_id, job_id))
     if row is None:
         return None
     return statements.from_row(Escalation, row), statements.from_row(Wait, row, statements.width(Escalation))
@@ -73,7 +65,7 @@ def lock_escalation(escalation_id: Any, job_id: Any) -> tuple[Escalation, Wait] 
 
 def lock_pending_with_job(job_id: Any, wait_id: str) -> tuple[Wait, Job] | None:
     """The job's wait ``wait_id`` if still pending, and the job, both rows locked, in one read."""
-    row = _one(statements.lock_pending_wait_and_job(job_id, wait_id))
+    row = statements.fetch_one(statements.lock_pending_wait_and_job(job_id, wait_id))
     if row is None:
         return None
     wait, job = statements.from_row(Wait, row), statements.from_row(Job, row, statements.width(Wait))
@@ -83,7 +75,7 @@ def lock_pending_with_job(job_id: Any, wait_id: str) -> tuple[Wait, Job] | None:
 
 def peek_escalation(escalation_id: Any) -> tuple[Any, Any, str, str] | None:
     """(job id, parent id, status, replied_by_username) of the escalation, unlocked; None if there is none."""
-    row = _one(statements.peek_escalation(escalation_id))
+    row = statements.fetch_one(statements.peek_escalation(escalation_id))
     if row is None:
         return None
     job_id, parent_id, status, username = row
@@ -93,7 +85,7 @@ def peek_escalation(escalation_id: Any) -> tuple[Any, Any, str, str] | None:
 
 def peek(job_id: Any, wait_id: str) -> tuple[str, str, Any] | None:
     """(type, status, the job's parent id) of the job's wait ``wait_id``, unlocked; None if it has none."""
-    row = _one(statements.peek_wait(job_id, wait_id))
+    row = statements.fetch_one(statements.peek_wait(job_id, wait_id))
     if row is None:
         return None
     kind, status, parent_id = row
