@@ -119,7 +119,11 @@ def _queues(queue_names: list[str] | None) -> list[Any]:
 
 
 def get_worker(queue_names: list[str] | None = None, **kwargs: Any) -> EnvoyWorker:
+    """An EnvoyWorker on the queues, with the exception handlers django-rq's settings name (``RQ``)."""
+    from django_rq.workers import get_exception_handlers
+
     queues = _queues(queue_names)
+    kwargs.setdefault("exception_handlers", get_exception_handlers() or None)
     return EnvoyWorker(queues, connection=queues[0].connection, serializer=JSONSerializer, **kwargs)
 
 

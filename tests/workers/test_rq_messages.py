@@ -8,8 +8,7 @@ RQ's exception handlers, and the worker goes on with the next message.
 
 from __future__ import annotations
 
-import logging
-
+import django_rq.settings
 import pytest
 from django.test import override_settings
 
@@ -56,7 +55,16 @@ def test_a_worker_leaves_nothing_in_redis_for_the_jobs_it_ran(rq_mode):
     assert leftovers(rq_mode) == NOTHING
 
 
-def test_an_exception_out_of_perform_reaches_rqs_handlers_and_the_next_message_runs(rq_mode, monkeypatch, caplog):
+handled: list[tuple[str, str]] = []
+
+
+def recording_handler(rq_job, exc_type, exc_value, traceback) -> bool:
+    """An exception handler a site names in ``RQ = {"EXCEPTION_HANDLERS": [...]}``."""
+    handled.append((rq_job.args[0], str(exc_value)))
+    return True
+
+
+def test_an_exception_out_of_perform_reaches_rqs_handlers_and_the_next_message_runs(rq_mode, monkeypatch):
     broken = scheduler.schedule("hello", "broken")
     fine = scheduler.schedule("hello", "fine")
     real_run = worker.run_job_then_woken
@@ -67,14 +75,11 @@ def test_an_exception_out_of_perform_reaches_rqs_handlers_and_the_next_message_r
         return real_run(job_id, **kwargs)
 
     monkeypatch.setattr(worker, "run_job_then_woken", run)
-    handled: list[tuple[str, str]] = []
+    # django-rq reads RQ["EXCEPTION_HANDLERS"] once, when its settings module is imported.
+    monkeypatch.setattr(django_rq.settings, "EXCEPTION_HANDLERS", [f"{__name__}.recording_handler"])
+    handled.clear()
 
-    def handler(rq_job, exc_type, exc_value, traceback) -> bool:
-        handled.append((rq_job.args[0], str(exc_value)))
-        return True
-
-    with caplog.at_level(logging.ERROR, logger="rq.worker"):
-        get_worker(exception_handlers=[handler]).work(burst=True, with_scheduler=False, logging_level="WARNING")
+    get_worker().work(burst=True, with_scheduler=False, logging_level="WARNING")
 
     assert handled == [(str(broken), "the database went away")]
     assert scheduler.get_job(fine).status == JobStatus.DONE
