@@ -82,18 +82,17 @@ class EnvoyWorker(SimpleWorker):
         handlers and the log.
         """
         problem = message_problem(job)
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
+            if problem is None:
+                self.set_state(WorkerStatus.BUSY, pipeline=pipeline)  # a warm shutdown now waits for the job
+                pipeline.delete(job.key)
+            else:
+                job.delete(pipeline=pipeline, remove_from_queue=True)
+            pipeline.execute()
         if problem is not None:
             log.error("refused RQ message %s on queue %s: %s; removed it", job.id, queue.name, problem)
-            with self.connection.pipeline() as pipeline:
-                pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
-                job.delete(pipeline=pipeline, remove_from_queue=True)
-                pipeline.execute()
             return
-        with self.connection.pipeline() as pipeline:
-            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)  # a warm shutdown now waits for the job
-            pipeline.lrem(queue.intermediate_queue_key, 0, job.id)
-            pipeline.delete(job.key)
-            pipeline.execute()
         try:
             perform(job.args[0])
         except Exception:

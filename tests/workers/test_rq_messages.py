@@ -8,6 +8,8 @@ RQ's exception handlers, and the worker goes on with the next message.
 
 from __future__ import annotations
 
+import time
+
 import django_rq.settings
 import pytest
 from django.test import override_settings
@@ -111,3 +113,40 @@ def test_a_warm_shutdown_during_a_job_hands_it_back_to_the_queue(rq_mode, monkey
     monkeypatch.setattr(worker, "run_job_then_woken", real_run)
     worker.work(burst=True, with_scheduler=False)  # a new worker process, as the supervisor starts
     assert scheduler.get_job(job_id).status == JobStatus.DONE
+
+
+def test_redis_failing_as_the_worker_takes_a_message_loses_no_job(rq_mode, monkeypatch):
+    """The worker quits (its supervisor starts a new one); the job, never claimed, is sent again by the sweep."""
+    import redis.client
+
+    from envoy_django.models import Job
+
+    job_id = scheduler.schedule("hello", "taken")
+    real_execute = redis.client.Pipeline.execute
+    failed: list[str] = []
+
+    def execute(self, *args, **kwargs):
+        if not failed and any(command[0][0] == "LREM" for command in self.command_stack):
+            failed.append(job_id)  # the pipeline that takes the message off Redis
+            raise redis.exceptions.ConnectionError("Redis went away")
+        return real_execute(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    get_worker().work(burst=True, with_scheduler=False, logging_level="CRITICAL")
+
+    assert failed == [job_id]
+    job = scheduler.get_job(job_id)
+    assert (job.status, job.claims, job.steps.count()) == (JobStatus.PENDING, 0, 0)  # nothing ran
+
+    with override_settings(ENVOY={"EXECUTION": "rq", "LEASE_SECONDS": 0.2}):
+        deadline = time.monotonic() + 30  # the job was sent LEASE_SECONDS ago once the sweep sends it again
+        while scheduler.cleanup_orphaned_jobs()["requeued"] != 1:
+            assert time.monotonic() < deadline, "the sweep never sent the job again"
+            time.sleep(0.05)
+    worker.work(burst=True, with_scheduler=False)  # the new worker process
+
+    job = scheduler.get_job(job_id)
+    assert job.status == JobStatus.DONE
+    numbers = list(job.steps.values_list("number", flat=True))
+    assert len(numbers) == len(set(numbers)) > 0  # it ran once: one Step per transition
+    assert not Job.objects.exclude(status=JobStatus.DONE).exists()
