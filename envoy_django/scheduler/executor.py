@@ -174,11 +174,15 @@ class _Run:
         if not self.job.context:
             return flow.initial_context(self.job.input)
         pending = self.job.context.get("waits") or {}
-        ended = Wait.objects.filter(job_id=self.job.pk, wait_id__in=list(pending)).exclude(status="pending")
+        ended = self.held.ended_waits
+        if ended is None:  # the claim did not read them (SQLite, or the locking path)
+            ended = [transitions.EndedWait(*row) for row in
+                     Wait.objects.filter(job_id=self.job.pk, wait_id__in=list(pending)).exclude(status="pending")
+                     .values_list("wait_id", "status", "value", "error")]
         results: dict[str, WaitResult] = {
             wait.wait_id: {"status": cast(WaitOutcome, wait.status), "value": wait.value, "error": wait.error or None}
             for wait in ended
-            if pending[wait.wait_id]["status"] == "pending"
+            if wait.wait_id in pending and pending[wait.wait_id]["status"] == "pending"
         }
         return Context.from_serialized(self.job.context, results)
 

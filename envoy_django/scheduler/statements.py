@@ -250,11 +250,15 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
     slot on the slower path first). A row another transaction holds is
     skipped, not waited for. It returns the job's row as it is now
     (``from_row``'s columns), then whether it never started before, its
-    status and its lease owner before the claim; no row when the job is not
+    status and its lease owner before the claim, and the waits its context
+    holds as pending that have ended since (JSON text: a list of ``[wait_id,
+    status, value, error]``, read in the claim's snapshot, so a resumed job
+    needs no second round trip to load them); no row when the job is not
     free to take this way.
     """
     connection = connections[DEFAULT_DB_ALIAS]
     table = connection.ops.quote_name(Job._meta.db_table)
+    wait_table = connection.ops.quote_name(Wait._meta.db_table)
     _, datetime = _fields(Job)["updated_at"]
     now, lease_expires_at = (datetime.get_db_prep_save(value, connection) for value in (now, lease_expires_at))
     sql = (
@@ -269,12 +273,16 @@ def claim(job_id: Any, owner: str, *, now: Any, lease_expires_at: Any, max_claim
         f"pending_reason = '', slot = CASE WHEN job.slot = %s THEN '' ELSE job.slot END "
         f"FROM claimable WHERE job.id = claimable.id "
         f"RETURNING {select_list(Job, 'job')}, claimable.started_at IS NULL AS first_start, "
-        f"claimable.status AS was_status, claimable.lease_owner AS was_owner"
+        f"claimable.status AS was_status, claimable.lease_owner AS was_owner, "
+        f"(SELECT COALESCE(jsonb_agg(jsonb_build_array(w.wait_id, w.status, w.value, w.error)), '[]'::jsonb) "
+        f"FROM {wait_table} AS w WHERE w.job_id = job.id AND w.status <> %s "
+        f"AND job.context -> 'waits' -> w.wait_id ->> 'status' = %s) AS ended_waits"
     )
     params = [
         job_id, max_claims, JobStatus.PENDING, now, JobStatus.RUNNING, now,
         SlotStatus.HELD, list(gated_flows), list(runnable),
         JobStatus.RUNNING, owner, lease_expires_at, now, now, SlotStatus.WAITING,
+        WaitStatus.PENDING, WaitStatus.PENDING,
     ]
     return sql, params
 

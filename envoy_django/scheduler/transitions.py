@@ -24,6 +24,7 @@ locks they need and expect the caller to hold the ones they say.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -233,23 +234,24 @@ def claim(job_id: Any, owner: str) -> Held | None:
 def _claim_at_once(job_id: Any, owner: str, limited: list[str]) -> Held | None:
     """The usual claim, a free and runnable job, in one statement: one round trip and one commit.
 
+    The same statement reads the waits a resumed job finds ended, which its run would load next.
+
     A job of a ``limited`` flow that holds no slot yet takes the slot path instead.
     """
     now = timezone.now()
-    sql, params = statements.claim(job_id, owner, now=now, lease_expires_at=lease_until(now),
-                                   max_claims=envoy_settings.MAX_CLAIMS, gated_flows=limited,
-                                   runnable=registry.runnable())
     with aftercommit.atomic(one_statement=True):
-        row = statements.fetch_one((sql, params))
+        row = statements.fetch_one(statements.claim(
+            job_id, owner, now=now, lease_expires_at=lease_until(now), max_claims=envoy_settings.MAX_CLAIMS,
+            gated_flows=limited, runnable=registry.runnable()))
         if row is None:
             return None
         job = statements.from_row(Job, row)
-        first_start, was_status, was_owner = row[statements.width(Job):]
+        first_start, was_status, was_owner, ended = row[statements.width(Job):]
         if was_status == JobStatus.RUNNING:
             log.info("job %s: taking over from %s, whose lease expired", job.pk, was_owner)
         if first_start:
             aftercommit.send(signals.job_started, job)
-    return Held(job, owner)
+    return Held(job, owner, [EndedWait(*wait) for wait in json.loads(ended)])
 
 
 def _try_claim(job_id: Any, owner: str, *, wait: bool) -> Any:
@@ -468,12 +470,23 @@ def _fail_poison(job_id: Any, owner: str) -> None:
     log_failed(job, message)
 
 
+class EndedWait(NamedTuple):
+    """A wait of a claimed job's context that ended while the job waited on it."""
+
+    wait_id: str
+    status: str
+    value: Any
+    error: str
+
+
 class Held:
     """A job this process claimed: its runner writes it only through here, fenced by the lease."""
 
-    def __init__(self, job: Job, owner: str) -> None:
+    def __init__(self, job: Job, owner: str, ended_waits: list[EndedWait] | None = None) -> None:
         self.job = job
         self.owner = owner
+        # The context's pending waits that have ended, when the claim read them; None: not read.
+        self.ended_waits = ended_waits
 
     def _fence(self, **values: Any) -> None:
         updated = Job.objects.filter(pk=self.job.pk, lease_owner=self.owner, status=JobStatus.RUNNING).update(**values)

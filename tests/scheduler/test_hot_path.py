@@ -106,6 +106,33 @@ def test_a_wait_resolves_and_its_job_resumes_in_one_statement_only_once_no_other
     assert dict(job.waits.values_list("wait_id", "value")) == {"first": 1, "second": 2}
 
 
+def _resume_with_results(ctx):
+    ctx.output({wait_id: ctx.result(wait_id) for wait_id in ("first", "second")})
+    return ctx
+
+
+register("two_events_then_results", StateFlow([
+    {"name": "Wait", "on_state": _wait_for_two},
+    {"name": "Results", "on_state": _resume_with_results},
+]))
+
+
+@pytest.mark.services  # PostgreSQL's: elsewhere the runner reads the waits with a query of their own
+def test_a_resumed_job_reads_its_ended_waits_in_the_claim_itself():
+    job_id = scheduler.schedule("two_events_then_results")
+    scheduler.resolve_blocking_job(job_id, "first", {"n": 1})
+    with CaptureQueriesContext(connection) as queries:
+        scheduler.resolve_blocking_job(job_id, "second", None)  # the last one: the job runs on (immediate mode)
+    sent = [q["sql"] for q in queries.captured_queries]
+    claim = next(n for n, sql in enumerate(sent) if sql.startswith("WITH claimable"))
+    # The claim, then the resumed state's transition: no query for the waits in between.
+    assert [sql.split(" ", 2)[:2] for sql in sent[claim:]] == [["WITH", "claimable"], ["WITH", "fenced"]]
+    job = scheduler.get_job(job_id)
+    assert job.status == "done"
+    assert job.output == {"first": {"status": "resolved", "value": {"n": 1}, "error": None},
+                          "second": {"status": "resolved", "value": None, "error": None}}
+
+
 @pytest.mark.services  # PostgreSQL's: SQLite takes a statement for each row
 def test_a_reply_is_one_look_two_locks_and_one_write_that_records_it_and_resumes_the_job():
     from envoy_django.models import Escalation
