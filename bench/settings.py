@@ -83,6 +83,10 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": False,
     }
 }
+# ENVOY_BENCH_PREPARED=1 measures the README's PostgreSQL tuning: parameters
+# bound by the server, and statements prepared after five runs.
+if os.environ.get("ENVOY_BENCH_PREPARED") == "1":
+    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
 
 RQ_QUEUES = {"envoy": {"URL": bench_redis_url(), "DEFAULT_TIMEOUT": -1}}
 
