@@ -105,6 +105,22 @@ class EnvoyWorker(SimpleWorker):
         self._beat_at = time.monotonic()
         super().heartbeat(timeout, pipeline)
 
+    PUBSUB_POLL = 1.0  # seconds; RQ's 60 could hold a warm shutdown up to a minute
+
+    def subscribe(self) -> None:
+        """RQ's subscription to its command channel, with a listener thread that wakes every second.
+
+        RQ's listener blocks up to 60 s and counts on UNSUBSCRIBE's reply to
+        wake it; but if that reply arrives before its stop flag is cleared,
+        it goes back to waiting, and redis-py's ``stop()`` (since 8) joins it
+        without a bound: a worker told to stop while idle hung up to a minute.
+        """
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]  # RQ declares it None
+            sleep_time=self.PUBSUB_POLL, daemon=True, exception_handler=self._pubsub_exception_handler)
+
     def request_stop(self, signum: Any, frame: Any) -> None:
         _stop.set()
         super().request_stop(signum, frame)

@@ -150,3 +150,23 @@ def test_redis_failing_as_the_worker_takes_a_message_loses_no_job(rq_mode, monke
     numbers = list(job.steps.values_list("number", flat=True))
     assert len(numbers) == len(set(numbers)) > 0  # it ran once: one Step per transition
     assert not Job.objects.exclude(status=JobStatus.DONE).exists()
+
+
+def test_an_idle_worker_unsubscribes_promptly_even_when_the_reply_wakes_its_listener_first(rq_mode):
+    """The race behind a warm shutdown that hung: the listener handled UNSUBSCRIBE's reply and waited again."""
+    import threading
+
+    rq_worker = get_worker()
+    rq_worker.subscribe()
+    try:
+        rq_worker.pubsub.unsubscribe()  # the reply reaches the listener while it still runs
+        deadline = time.monotonic() + 30
+        while rq_worker.pubsub.subscribed:
+            assert time.monotonic() < deadline, "the listener never handled the reply"
+            time.sleep(0.01)
+        leaving = threading.Thread(target=rq_worker.unsubscribe, daemon=True)
+        leaving.start()
+        leaving.join(timeout=20)  # RQ's own listener would wait out its 60 s here
+        assert not leaving.is_alive() and not rq_worker.pubsub_thread.is_alive()
+    finally:
+        rq_worker.pubsub.close()
