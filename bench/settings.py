@@ -8,6 +8,7 @@ uses its own database and Redis DB number so it never touches anyone else's:
   ``<name>_scale``, kept between runs);
 - ENVOY_BENCH_REDIS_DB (default 5): the Redis DB number (flushed by run.py
   with FLUSHDB, never FLUSHALL).
+- ENVOY_BENCH_PREPARED=1: the README's prepared-statement tuning (below).
 
 Worker processes started by run.py read these same settings.
 """

@@ -64,6 +64,7 @@ class EnvoyWorker(SimpleWorker):
     """
 
     HEARTBEAT_EVERY = 1.0  # seconds; the worker's key lives worker_ttl + 60 s
+    PUBSUB_POLL = 1.0  # seconds; RQ's 60 could hold a warm shutdown up to a minute (see subscribe)
     _beat_at = float("-inf")
 
     def execute_job(self, job: Any, queue: Any) -> None:
@@ -104,8 +105,6 @@ class EnvoyWorker(SimpleWorker):
             return
         self._beat_at = time.monotonic()
         super().heartbeat(timeout, pipeline)
-
-    PUBSUB_POLL = 1.0  # seconds; RQ's 60 could hold a warm shutdown up to a minute
 
     def subscribe(self) -> None:
         """RQ's subscription to its command channel, with a listener thread that wakes every second.

@@ -50,7 +50,7 @@ from envoy_django.flow.results import (
     WaitOutcome,
     WaitResult,
 )
-from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitType
+from envoy_django.models import Escalation, JobStatus, Step, Wait, WaitStatus, WaitType
 from envoy_django.payloads import check_size, check_text
 from envoy_django.registry import concurrency_key, get_flow, latest
 from envoy_django.scheduler import aftercommit, assignees, transitions
@@ -177,12 +177,13 @@ class _Run:
         ended = self.held.ended_waits
         if ended is None:  # the claim did not read them (SQLite, or the locking path)
             ended = [transitions.EndedWait(*row) for row in
-                     Wait.objects.filter(job_id=self.job.pk, wait_id__in=list(pending)).exclude(status="pending")
+                     Wait.objects.filter(job_id=self.job.pk, wait_id__in=list(pending))
+                     .exclude(status=WaitStatus.PENDING)
                      .values_list("wait_id", "status", "value", "error")]
         results: dict[str, WaitResult] = {
             wait.wait_id: {"status": cast(WaitOutcome, wait.status), "value": wait.value, "error": wait.error or None}
             for wait in ended
-            if wait.wait_id in pending and pending[wait.wait_id]["status"] == "pending"
+            if pending[wait.wait_id]["status"] == "pending"
         }
         return Context.from_serialized(self.job.context, results)
 
