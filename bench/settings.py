@@ -8,7 +8,8 @@ uses its own database and Redis DB number so it never touches anyone else's:
   ``<name>_scale``, kept between runs);
 - ENVOY_BENCH_REDIS_DB (default 5): the Redis DB number (flushed by run.py
   with FLUSHDB, never FLUSHALL).
-- ENVOY_BENCH_PREPARED=1: the README's prepared-statement tuning (below).
+- ENVOY_BENCH_PREPARED=0: the engine's statements not prepared
+  (``ENVOY["PREPARED_STATEMENTS"] = False``), to compare with the default.
 
 Worker processes started by run.py read these same settings.
 """
@@ -84,11 +85,6 @@ DATABASES = {
         "CONN_HEALTH_CHECKS": False,
     }
 }
-# ENVOY_BENCH_PREPARED=1 measures the README's PostgreSQL tuning: parameters
-# bound by the server, and statements prepared after five runs.
-if os.environ.get("ENVOY_BENCH_PREPARED") == "1":
-    DATABASES["default"]["OPTIONS"] = {"server_side_binding": True, "prepare_threshold": 5}
-
 RQ_QUEUES = {"envoy": {"URL": bench_redis_url(), "DEFAULT_TIMEOUT": -1}}
 
 # Production-shaped: jobs go through Redis to envoy_worker processes; lease
@@ -97,6 +93,7 @@ ENVOY = {
     "EXECUTION": "rq",
     "LEASE_SECONDS": float(os.environ.get("ENVOY_BENCH_LEASE_SECONDS", 30)),
     "SWEEP_INTERVAL": float(os.environ.get("ENVOY_BENCH_SWEEP_INTERVAL", 10)),
+    "PREPARED_STATEMENTS": None if os.environ.get("ENVOY_BENCH_PREPARED", "1") == "1" else False,
 }
 
 LOGGING = {

@@ -44,6 +44,12 @@ def check_envoy_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.
     if execution == "tasks":
         errors += _tasks_errors(user)
     errors += _metrics_errors(user)
+    if user.get("PREPARED_STATEMENTS") not in (None, True, False):
+        errors.append(checks.Error(
+            f"ENVOY['PREPARED_STATEMENTS'] must be None, True or False, got {user['PREPARED_STATEMENTS']!r}.",
+            hint="None (the default) prepares unless DATABASES sets DISABLE_SERVER_SIDE_CURSORS.",
+            id="envoy_django.E019",
+        ))
     errors += _stream_errors(user)
     queue = user.get("QUEUE", DEFAULTS["QUEUE"])
     if execution == "rq" and queue not in (getattr(settings, "RQ_QUEUES", None) or {}):

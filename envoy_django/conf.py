@@ -43,6 +43,9 @@ DEFAULTS: dict[str, Any] = {
     # envoy_django.urls serves them at metrics/ to staff who may view jobs, or to this bearer token.
     "METRICS": False,
     "METRICS_TOKEN": None,
+    # Run the engine's own SQL as prepared statements on PostgreSQL (envoy_django/scheduler/prepared.py).
+    # None: yes, unless DATABASES sets DISABLE_SERVER_SIDE_CURSORS (a transaction-pooling PgBouncer).
+    "PREPARED_STATEMENTS": None,
     # Where a streaming model call's text so far is kept for the job page (a cache every process shares).
     "STREAM_CACHE": "default",
 }

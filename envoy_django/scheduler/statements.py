@@ -26,6 +26,7 @@ from django.db.models import Field, Model
 from django.db.models.expressions import DatabaseDefault
 
 from envoy_django.models import Escalation, Job, JobStatus, SlotStatus, Step, Wait, WaitStatus
+from envoy_django.scheduler import prepared
 
 M = TypeVar("M", bound=Model)
 
@@ -100,8 +101,8 @@ def _for_update() -> str:
 
 
 def fetch_one(statement: tuple[str, list[Any]]) -> tuple[Any, ...] | None:
-    """Run ``statement`` (sql, params) on the default connection; the first row it reads, or None."""
-    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+    """Run ``statement`` (sql, params) on the default connection, prepared; the first row it reads, or None."""
+    with prepared.cursor() as cursor:
         cursor.execute(*statement)
         return cursor.fetchone()
 

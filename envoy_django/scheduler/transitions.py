@@ -40,7 +40,7 @@ from envoy_django.exceptions import InvalidArgumentError, LeaseLostError
 from envoy_django.flow import StateFlow
 from envoy_django.models import FINISHED_STATUSES, Job, JobStatus, SlotStatus, Step, Wait, WaitStatus
 from envoy_django.payloads import storable_text
-from envoy_django.scheduler import aftercommit, statements, waits
+from envoy_django.scheduler import aftercommit, prepared, statements, waits
 from envoy_django.scheduler.failures import log_failed
 from envoy_django.scheduler.locks import advisory_lock, lock_key, lock_timeout
 
@@ -136,7 +136,7 @@ def _insert(job: Job) -> None:
     if connection.vendor != "postgresql":
         job.save(force_insert=True)
         return
-    with connection.cursor() as cursor:
+    with prepared.cursor() as cursor:
         cursor.execute(*statements.insert_job(job))
     job._state.adding, job._state.db = False, connection.alias
 
@@ -526,7 +526,7 @@ class Held:
         step.job_id = self.job.pk
         if connection.vendor == "postgresql":
             sql, params = statements.fenced_checkpoint(self.job.pk, self.owner, values, step)
-            with connection.cursor() as cursor:
+            with prepared.cursor() as cursor:
                 cursor.execute(sql, params)
                 row = cursor.fetchone()
             if row is None:
@@ -735,7 +735,7 @@ def resolve_wait(
         # The rows, the wait's outcome and the resume in one statement (statements.resolve_and_resume).
         resolved = waits.outcome(status, value, error, now)
         sql, params = statements.resolve_and_resume(wait.pk, resolved, job.pk, values, also)
-        with connection.cursor() as cursor:
+        with prepared.cursor() as cursor:
             cursor.execute(sql, params)
             resumed = cursor.fetchone() is not None
         for row, row_values in also:

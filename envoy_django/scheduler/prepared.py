@@ -1,0 +1,108 @@
+"""The engine's own statements, prepared once per connection on PostgreSQL.
+
+Django binds values on the client and prepares nothing unless told to (so
+that a transaction-pooling PgBouncer keeps working): PostgreSQL then parses
+and plans every claim and checkpoint again, though the engine sends the
+same few statements thousands of times. So the engine runs them, and only
+them, on a cursor that binds on the server and prepares each statement the
+first time a connection sends it. The site's own queries keep Django's
+cursor and its settings; nothing else on the connection is prepared.
+
+``ENVOY["PREPARED_STATEMENTS"]``: None (the default) prepares unless the
+database's settings say a transaction pooler stands in between
+(``DISABLE_SERVER_SIDE_CURSORS``, which Django's documentation asks of such
+sites); True or False decides. A PgBouncer 1.21 or newer in transaction
+mode with ``max_prepared_statements`` set handles prepared statements, and
+then True is safe there too.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cache
+from typing import Any
+
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.utils import CursorWrapper
+
+from envoy_django.conf import envoy_settings
+
+# psycopg prepares a statement once it ran this many times, or when asked to
+# (``prepare=True``): only the engine's cursor asks, so only its statements are.
+ONLY_WHEN_ASKED = sys.maxsize
+
+
+def cursor() -> CursorWrapper:
+    """A cursor on the default connection for the engine's statements: prepared where ``enabled``.
+
+    It is Django's own cursor wrapper (execute wrappers and the debug query
+    log see the statements) around a server-binding psycopg cursor.
+    """
+    connection = connections[DEFAULT_DB_ALIAS]
+    wrapper = connection.cursor()  # connects, checks health, wraps: as for any query
+    if enabled(connection):
+        raw = connection.connection
+        if raw.prepare_threshold is None:  # Django's default: psycopg prepares nothing, asked or not
+            raw.prepare_threshold = ONLY_WHEN_ASKED
+        wrapper.cursor = _preparing_cursor_class()(raw)
+        _follow_timezone(connection, wrapper.cursor)
+    return wrapper
+
+
+def enabled(connection: BaseDatabaseWrapper) -> bool:
+    """Whether the engine prepares its statements on ``connection`` (see the module's docstring)."""
+    if connection.vendor != "postgresql":
+        return False
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    if not is_psycopg3:
+        return False
+    setting = envoy_settings.PREPARED_STATEMENTS
+    if setting is None:
+        return not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS", False)
+    return bool(setting)
+
+
+@cache
+def _preparing_cursor_class() -> type:
+    """Django's server-binding psycopg cursor, asking psycopg to prepare every statement it runs."""
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparingCursor(ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
+                    binary: bool | None = None) -> Any:
+            result = super().execute(query, params, prepare=True, binary=binary)  # type: ignore[misc]
+            self._query = _LoggedQuery(query, params)
+            return result
+
+    return PreparingCursor
+
+
+class _LoggedQuery:
+    """What Django's query log reads of a cursor's last statement (``cursor._query.query``).
+
+    psycopg keeps no text of a prepared statement's run; the text with its
+    values is composed here only when read, as Django composes a
+    server-bound statement's (``DEBUG``, ``CaptureQueriesContext``).
+    """
+
+    __slots__ = ("sql", "params")
+
+    def __init__(self, sql: str, params: Any) -> None:
+        self.sql, self.params = sql, params
+
+    @property
+    def query(self) -> bytes:
+        ops: Any = connections[DEFAULT_DB_ALIAS].ops  # PostgreSQL's, which compose_sql is on
+        return ops.compose_sql(self.sql, self.params).encode()
+
+
+def _follow_timezone(connection: Any, raw_cursor: Any) -> None:
+    """Read timestamps in the connection's time zone, as Django's ``create_cursor`` sets up its cursors."""
+    from django.db.backends.postgresql.base import TIMESTAMPTZ_OID
+    from django.db.backends.postgresql.psycopg_any import register_tzloader
+    from psycopg.pq import Format
+
+    if connection.timezone != connection.connection.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT).timezone:
+        register_tzloader(connection.timezone, raw_cursor)
