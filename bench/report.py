@@ -150,8 +150,16 @@ def targets(results: dict) -> list[tuple[str, str, str]]:
                      measured(one, _get(results, "envoy", "one", n, "jobs_per_s"),
                               _get(results, "rq", "checkpoint", n, "jobs_per_s")),
                      both(one, 0.8)))
+    # From one process, back to back (the envoy phase's 10-state runs schedule that way), and one call
+    # every latency gap with idle workers, where each round trip also waits for an idle CPU to wake.
+    loop = [run.get("schedule_call_p50_ms") for run in (_get(results, "envoy", "ten") or {}).values()]
+    loop = [p50 for p50 in loop if p50]
+    rows.append((f"schedule() call p50 < {SCHEDULE_CALL_P50_MS:g} ms, back to back from one process",
+                 f"median p50 {statistics.median(loop)} ms over {len(loop)} runs" if loop else "-",
+                 verdict(statistics.median(loop) < SCHEDULE_CALL_P50_MS) if loop else "n/a"))
     call = _get(results, "latency", "schedule_call")
-    rows.append((f"schedule() call p50 < {SCHEDULE_CALL_P50_MS:g} ms", f"p50 {call['p50_ms']} ms" if call else "-",
+    rows.append((f"schedule() call p50 < {SCHEDULE_CALL_P50_MS:g} ms, one call at a time, idle workers",
+                 f"p50 {call['p50_ms']} ms" if call else "-",
                  verdict(call["p50_ms"] < SCHEDULE_CALL_P50_MS) if call else "n/a"))
     batch = [run.get("schedule_many_jobs_per_s") for run in (_get(results, "envoy", "one") or {}).values()]
     batch = [rate for rate in batch if rate]

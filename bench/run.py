@@ -523,19 +523,26 @@ def unfinished(ids: list[str] | None = None) -> int:
     return qs.count()
 
 
-def schedule_each(flow: str, count: int) -> tuple[list[str], float]:
-    """Schedule ``count`` jobs one ``schedule()`` call at a time; return ids and calls per second."""
+def schedule_each(flow: str, count: int) -> tuple[list[str], float, float]:
+    """Schedule ``count`` jobs one ``schedule()`` call at a time, back to back, no worker running.
+
+    Returns the ids, calls per second and the p50 of one call in ms.
+    """
     from envoy_django import scheduler
 
+    ids, took = [], []
     began = time.perf_counter()
-    ids = [scheduler.schedule(flow, i) for i in range(count)]
-    return ids, count / (time.perf_counter() - began)
+    for i in range(count):
+        start = time.perf_counter()
+        ids.append(scheduler.schedule(flow, i))
+        took.append(time.perf_counter() - start)
+    return ids, count / (time.perf_counter() - began), round(percentile(took, 0.5) * 1000, 2)
 
 
 SCHEDULE_BATCH = 1000
 
 
-def schedule_batches(flow: str, count: int) -> tuple[list[str], float]:
+def schedule_batches(flow: str, count: int) -> tuple[list[str], float, None]:
     """Schedule ``count`` jobs with ``schedule_many()``, 1,000 per call; return ids and jobs per second."""
     from envoy_django import scheduler
 
@@ -543,7 +550,7 @@ def schedule_batches(flow: str, count: int) -> tuple[list[str], float]:
     began = time.perf_counter()
     for start in range(0, count, SCHEDULE_BATCH):
         ids += scheduler.schedule_many([(flow, i) for i in range(start, min(count, start + SCHEDULE_BATCH))])
-    return ids, count / (time.perf_counter() - began)
+    return ids, count / (time.perf_counter() - began), None
 
 
 # --- 3. envoy throughput --------------------------------------------------------------------
@@ -561,7 +568,7 @@ def bench_envoy(args: argparse.Namespace) -> dict[str, Any]:
         reset_state()
         # The 10-state runs schedule one call at a time, the 1-state runs in batches: both rates get measured.
         batched = kind != "ten"
-        ids, schedule_rate = (schedule_batches if batched else schedule_each)(flow, args.jobs)
+        ids, schedule_rate, call_p50 = (schedule_batches if batched else schedule_each)(flow, args.jobs)
         handle = bench_workers()
         began = time.perf_counter()
         extra_env = {"ENVOY_BENCH_CONN_MAX_AGE": "0"} if kind == "one_conn0" else None
@@ -587,6 +594,7 @@ def bench_envoy(args: argparse.Namespace) -> dict[str, Any]:
             "transitions_per_s": round(steps / seconds, 1),
             "jobs_per_s": round(len(ids) / seconds, 1),
             "schedule_many_jobs_per_s" if batched else "schedule_calls_per_s": round(schedule_rate, 1),
+            **({} if batched else {"schedule_call_p50_ms": call_p50}),
             "workers_seen": Step.objects.values("worker").distinct().count(),
         }
         unit = "transitions/s" if kind == "ten" else "jobs/s"
@@ -795,7 +803,7 @@ def bench_memory(args: argparse.Namespace) -> dict[str, Any]:
     try:
         total = 0
         for target in sorted(args.memory_jobs):
-            ids, _ = schedule_batches("bench_one", target - total)
+            ids, _, _ = schedule_batches("bench_one", target - total)
             total = target
             wait_until(lambda: unfinished() == 0, 600 + target * 0.05, f"{target} jobs to finish", interval=0.5)
             # The process that ran them, from the steps' lease owners ("host:pid:..."): one, the same each time.
