@@ -5,8 +5,9 @@ that a transaction-pooling PgBouncer keeps working): PostgreSQL then parses
 and plans every claim and checkpoint again, though the engine sends the
 same few statements thousands of times. So the engine runs them, and only
 them, on a cursor that binds on the server and prepares each statement the
-first time a connection sends it. The site's own queries keep Django's
-cursor and its settings; nothing else on the connection is prepared.
+second time a connection sends it (one sent once is not worth the round
+trip preparing costs). The site's own queries keep Django's cursor and its
+settings; nothing else on the connection is prepared.
 
 ``ENVOY["PREPARED_STATEMENTS"]``: None (the default) prepares unless the
 database's settings say a transaction pooler stands in between
@@ -21,6 +22,7 @@ from __future__ import annotations
 import sys
 from functools import cache
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -31,6 +33,12 @@ from envoy_django.conf import envoy_settings
 # psycopg prepares a statement once it ran this many times, or when asked to
 # (``prepare=True``): only the engine's cursor asks, so only its statements are.
 ONLY_WHEN_ASKED = sys.maxsize
+
+# The statements each psycopg connection has sent. A statement is prepared the
+# second time a connection sends it: preparing costs a round trip of its own,
+# which a connection that lives for one request (Django's CONN_MAX_AGE = 0)
+# and sends its INSERT once would pay for nothing.
+_sent: WeakKeyDictionary[Any, set[str]] = WeakKeyDictionary()
 
 
 def cursor() -> CursorWrapper:
@@ -45,6 +53,7 @@ def cursor() -> CursorWrapper:
         raw = connection.connection
         if raw.prepare_threshold is None:  # Django's default: psycopg prepares nothing, asked or not
             raw.prepare_threshold = ONLY_WHEN_ASKED
+        wrapper.cursor.close()
         wrapper.cursor = _preparing_cursor_class()(raw)
         _follow_timezone(connection, wrapper.cursor)
     return wrapper
@@ -66,15 +75,19 @@ def enabled(connection: BaseDatabaseWrapper) -> bool:
 
 @cache
 def _preparing_cursor_class() -> type:
-    """Django's server-binding psycopg cursor, asking psycopg to prepare every statement it runs."""
+    """Django's server-binding psycopg cursor, asking psycopg to prepare what its connection sends again."""
     from django.db.backends.postgresql.base import ServerBindingCursor
 
     class PreparingCursor(ServerBindingCursor):
         def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
                     binary: bool | None = None) -> Any:
-            result = super().execute(query, params, prepare=True, binary=binary)  # type: ignore[misc]
-            self._query = _LoggedQuery(query, params)
-            return result
+            sent = _sent.setdefault(self.connection, set())  # type: ignore[attr-defined]
+            again = query in sent
+            sent.add(query)
+            try:
+                return super().execute(query, params, prepare=again, binary=binary)  # type: ignore[misc]
+            finally:  # a statement that failed is logged too
+                self._query = _LoggedQuery(query, params)
 
     return PreparingCursor
 

@@ -31,36 +31,54 @@ def fresh_session():
 ENGINE = {"INSERT INTO", "WITH claimable", "WITH fenced"}  # a job's INSERT, its claim, its checkpoints
 
 
-def prepared() -> tuple[int, Counter[str]]:
-    """This session's prepared statements: how many, and how often they ran, by their first two words."""
+def prepared() -> tuple[Counter[str], Counter[str]]:
+    """This session's prepared statements by their first two words: how many, and how often they ran.
+
+    PostgreSQL counts a run as the plan it used, custom or generic: exact for
+    the first five runs of a statement, which use custom plans.
+    """
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements")
-        rows = cursor.fetchall()
+        rows = [(" ".join(sql.split(" ", 2)[:2]), count) for sql, count in cursor.fetchall()]
+    statements: Counter[str] = Counter(kind for kind, _ in rows)
     runs: Counter[str] = Counter()
-    for sql, count in rows:
-        runs[" ".join(sql.split(" ", 2)[:2])] += count
-    return len(rows), runs
+    for kind, count in rows:
+        runs[kind] += count
+    return statements, runs
 
 
-def test_the_engine_prepares_each_statement_once_and_runs_it_again_and_again():
+def test_a_statement_the_engine_sends_again_is_prepared_and_stays_prepared():
     first = scheduler.schedule("ten_states")
-    after_one, _ = prepared()
-    second = scheduler.schedule("ten_states")
-    after_two, runs = prepared()
+    # The checkpoint of the states before the last, sent once per state: prepared at its second run.
+    assert prepared()[0] == Counter({"WITH fenced": 1})
 
-    assert [scheduler.get_job(job_id).status for job_id in (first, second)] == ["done", "done"]
-    assert set(runs) == ENGINE
-    assert after_two == after_one  # the second job ran on what the first prepared
-    assert runs["WITH fenced"] == 20  # ten transitions each
-    assert runs["WITH claimable"] == runs["INSERT INTO"] == 2
+    second = scheduler.schedule("ten_states")
+    after_two, _ = prepared()
+    third = scheduler.schedule("ten_states")
+    after_three, runs = prepared()
+
+    assert [scheduler.get_job(job_id).status for job_id in (first, second, third)] == ["done"] * 3
+    assert set(after_three) == ENGINE
+    assert after_three == after_two  # the third job ran on what the first two prepared
+    assert runs["WITH claimable"] == runs["INSERT INTO"] == 2  # every run but each one's first
+
+
+def test_a_connection_that_sends_a_statement_once_prepares_nothing():
+    # A web request on Django's default CONN_MAX_AGE = 0 schedules on a connection of its own, and
+    # a one-state job on a worker with it runs on one: preparing would only add a round trip.
+    job_id = scheduler.schedule("child", 2)
+
+    assert scheduler.get_job(job_id).output == 4
+    assert prepared()[0] == Counter()
 
 
 def test_the_sites_own_queries_are_not_prepared_however_often_they_run():
     scheduler.schedule("ten_states")
+    scheduler.schedule("ten_states")
     for _ in range(10):  # past psycopg's usual threshold of five runs
-        assert Job.objects.filter(status="done").count() == 1
+        assert Job.objects.filter(status="done").count() == 2
 
-    assert set(prepared()[1]) == ENGINE
+    assert set(prepared()[0]) == ENGINE
 
 
 def test_the_query_log_shows_a_prepared_statement_with_its_values():
@@ -76,29 +94,33 @@ def test_prepared_statements_false_runs_the_engine_on_djangos_own_cursor():
         job_id = scheduler.schedule("ten_states")
 
     assert scheduler.get_job(job_id).status == "done"
-    assert prepared() == (0, Counter())
+    assert prepared()[0] == Counter()
 
 
 def test_a_transaction_pooler_named_in_the_database_settings_turns_preparing_off_unless_asked(monkeypatch):
     # Django asks sites behind a transaction-pooling PgBouncer for DISABLE_SERVER_SIDE_CURSORS.
     monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", True)
     scheduler.schedule("ten_states")
-    assert prepared() == (0, Counter())
+    assert prepared()[0] == Counter()
 
     with override_settings(ENVOY={"PREPARED_STATEMENTS": True}):  # a PgBouncer that keeps prepared statements
         scheduler.schedule("ten_states")
-    assert set(prepared()[1]) == ENGINE
+    assert prepared()[0] == Counter({"WITH fenced": 1})
 
 
 def test_a_new_session_prepares_again_and_a_rolled_back_transaction_loses_no_job():
     scheduler.schedule("ten_states")
     connection.close()  # as a worker's connection does when the database restarts or CONN_MAX_AGE ends it
+    scheduler.schedule("ten_states")  # on a new session, which prepares again what it sends again
 
     with pytest.raises(RuntimeError), transaction.atomic():
-        scheduler.schedule("ten_states")  # its INSERT prepared in a transaction that then rolls back
+        scheduler.schedule("ten_states")  # its INSERT, prepared in a transaction that then rolls back
         raise RuntimeError("the caller's own failure")
     job_id = scheduler.schedule("ten_states")
 
     assert scheduler.get_job(job_id).status == "done"
-    assert list(Job.objects.values_list("status", flat=True)) == ["done", "done"]
-    assert prepared()[1]["WITH fenced"] == 10  # this session's one job, on statements prepared anew
+    assert list(Job.objects.values_list("status", flat=True)) == ["done"] * 3
+    # The rollback dropped what the session had prepared; the last job prepared each statement anew.
+    statements, runs = prepared()
+    assert set(statements) == ENGINE
+    assert runs["WITH claimable"] == runs["INSERT INTO"] == 1
