@@ -14,11 +14,15 @@ database's settings say a transaction pooler stands in between
 (``DISABLE_SERVER_SIDE_CURSORS``, which Django's documentation asks of such
 sites); True or False decides. A PgBouncer 1.21 or newer in transaction
 mode with ``max_prepared_statements`` set handles prepared statements, and
-then True is safe there too.
+then True is safe there too. Where a pooler loses them anyway, the process
+logs a WARNING and stops preparing: a statement that ran on its own is sent
+again unprepared; one inside a transaction fails it, as a lost connection
+would, and the caller's next try runs unprepared.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from functools import cache
 from typing import Any
@@ -30,6 +34,8 @@ from django.db.backends.utils import CursorWrapper
 
 from envoy_django.conf import envoy_settings
 
+log = logging.getLogger("envoy_django.prepared")
+
 # psycopg prepares a statement once it ran this many times, or when asked to
 # (``prepare=True``): only the engine's cursor asks, so only its statements are.
 ONLY_WHEN_ASKED = sys.maxsize
@@ -39,6 +45,11 @@ ONLY_WHEN_ASKED = sys.maxsize
 # which a connection that lives for one request (Django's CONN_MAX_AGE = 0)
 # and sends its INSERT once would pay for nothing.
 _sent: WeakKeyDictionary[Any, set[str]] = WeakKeyDictionary()
+
+# Set when the database lost a statement this process had prepared, or found
+# one it had not: a pooler hands the connection's transactions to other
+# sessions. From then on this process prepares nothing.
+_unkept = False
 
 
 def cursor() -> CursorWrapper:
@@ -77,19 +88,36 @@ def enabled(connection: BaseDatabaseWrapper) -> bool:
 def _preparing_cursor_class() -> type:
     """Django's server-binding psycopg cursor, asking psycopg to prepare what its connection sends again."""
     from django.db.backends.postgresql.base import ServerBindingCursor
+    from psycopg import errors
+    from psycopg.pq import TransactionStatus
 
     class PreparingCursor(ServerBindingCursor):
         def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None,
                     binary: bool | None = None) -> Any:
             sent = _sent.setdefault(self.connection, set())  # type: ignore[attr-defined]
-            again = query in sent
+            again = query in sent and not _unkept
             sent.add(query)
             try:
                 return super().execute(query, params, prepare=again, binary=binary)  # type: ignore[misc]
+            except (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement) as exc:
+                _stop_preparing(exc)
+                if self.connection.info.transaction_status != TransactionStatus.IDLE:  # type: ignore[attr-defined]
+                    raise  # the failed statement ended its transaction: the caller's atomic() rolls it back
+                # The statement ran on its own and changed nothing: send it again, unprepared.
+                return super().execute(query, params, prepare=False, binary=binary)  # type: ignore[misc]
             finally:  # a statement that failed is logged too
                 self._query = _LoggedQuery(query, params)
 
     return PreparingCursor
+
+
+def _stop_preparing(exc: Exception) -> None:
+    global _unkept
+    if not _unkept:
+        log.warning("the database did not keep the engine's prepared statements (%s): a transaction-pooling "
+                    "PgBouncer? This process prepares nothing more; set ENVOY['PREPARED_STATEMENTS'] = False, "
+                    "or DISABLE_SERVER_SIDE_CURSORS in DATABASES as Django asks of such sites", exc)
+    _unkept = True
 
 
 class _LoggedQuery:

@@ -10,12 +10,13 @@ import uuid
 from collections import Counter
 
 import pytest
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 
 from envoy_django import scheduler
-from envoy_django.models import Job
+from envoy_django.models import Job, Step
+from envoy_django.scheduler import prepared as prepared_statements
 
 # PostgreSQL's: SQLite has no prepared statements to list.
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -124,3 +125,41 @@ def test_a_new_session_prepares_again_and_a_rolled_back_transaction_loses_no_job
     statements, runs = prepared()
     assert set(statements) == ENGINE
     assert runs["WITH claimable"] == runs["INSERT INTO"] == 1
+
+
+def lose_prepared_statements() -> None:
+    """What a transaction-pooling PgBouncer does to a session's statements, unknown to psycopg: drop them."""
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+
+
+@pytest.fixture
+def preparing(monkeypatch):
+    """This process still prepares (a test that makes it stop is undone after it)."""
+    monkeypatch.setattr(prepared_statements, "_unkept", False)
+
+
+def test_a_statement_the_database_lost_is_sent_again_unprepared_and_preparing_stops(preparing, caplog):
+    scheduler.schedule("ten_states")
+    scheduler.schedule("ten_states")  # the INSERT, the claim and the checkpoints are prepared now
+    lose_prepared_statements()
+
+    job_id = scheduler.schedule("ten_states")  # each of its statements names one the session lost
+
+    assert scheduler.get_job(job_id).status == "done"
+    assert Step.objects.filter(job_id=job_id).count() == 10
+    assert "did not keep the engine's prepared statements" in caplog.text
+    scheduler.schedule("ten_states")
+    assert prepared()[0] == Counter()  # nothing prepared since
+
+
+def test_a_statement_lost_inside_a_transaction_fails_it_whole_and_the_next_call_runs(preparing):
+    scheduler.schedule("ten_states")
+    scheduler.schedule("ten_states")
+    lose_prepared_statements()
+
+    with pytest.raises(DatabaseError, match="does not exist"), transaction.atomic():
+        scheduler.schedule("ten_states")  # inside the caller's transaction: not sent again on its own
+    assert Job.objects.count() == 2  # the failed call left nothing behind
+
+    job_id = scheduler.schedule("ten_states")
+    assert scheduler.get_job(job_id).status == "done"
