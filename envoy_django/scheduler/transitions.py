@@ -525,10 +525,7 @@ class Held:
                           run_after=None)
         step.job_id = self.job.pk
         if connection.vendor == "postgresql":
-            sql, params = statements.fenced_checkpoint(self.job.pk, self.owner, values, step)
-            with prepared.cursor() as cursor:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
+            row = statements.fetch_one(statements.fenced_checkpoint(self.job.pk, self.owner, values, step))
             if row is None:
                 raise LeaseLostError(f"job {self.job.pk} is no longer held by {self.owner}")
             step.pk = row[0]
@@ -734,10 +731,8 @@ def resolve_wait(
     if resume and job.status == JobStatus.BLOCKING and connection.vendor == "postgresql":
         # The rows, the wait's outcome and the resume in one statement (statements.resolve_and_resume).
         resolved = waits.outcome(status, value, error, now)
-        sql, params = statements.resolve_and_resume(wait.pk, resolved, job.pk, values, also)
-        with prepared.cursor() as cursor:
-            cursor.execute(sql, params)
-            resumed = cursor.fetchone() is not None
+        statement = statements.resolve_and_resume(wait.pk, resolved, job.pk, values, also)
+        resumed = statements.fetch_one(statement) is not None
         for row, row_values in also:
             _assign(row, row_values)
         _assign(wait, resolved)
